@@ -1,0 +1,39 @@
+# The two set-up commands of the README, and the helpers they use.
+#   make demo  -- create .venv if needed, write the paper-calibrated registry, run the nightly flow
+#   make test  -- create .venv if needed, lint (ruff, sqlfluff) and run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export UV_COMPILE_BYTECODE := 1
+
+.PHONY: demo test lint install lock clean
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/cryoreg synth extracts --profile paper
+	$(BIN)/cryoreg run --extracts extracts --warehouse warehouse/cryoreg.duckdb --out out
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check flows tests
+	$(BIN)/ruff format --check flows tests
+	cd dbt_project && ../$(BIN)/sqlfluff lint models macros tests --disable-progress-bar
+
+test: lint
+	$(BIN)/pytest -n 2 --dist loadgroup tests
+
+lock:
+	rm -rf /tmp/cryoreg-lock && $(PYTHON) -m venv /tmp/cryoreg-lock
+	/tmp/cryoreg-lock/bin/pip install --quiet -e '.[dev]'
+	/tmp/cryoreg-lock/bin/pip freeze --exclude-editable > requirements.lock
+
+clean:
+	rm -rf out warehouse extracts .prefect dbt_project/target dbt_project/logs

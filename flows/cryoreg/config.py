@@ -1,0 +1,74 @@
+"""Run configuration: paths and secrets come from arguments and the environment, never code."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DBT_PROJECT_DIR = Path(os.environ.get("CRYOREG_DBT_PROJECT", PROJECT_ROOT / "dbt_project"))
+
+DEMO_PSEUDONYM_KEY = "cryoreg-demo-key-NOT-SECRET"
+DEFAULT_QUARANTINE_LIMIT = 0.05
+
+
+class ConfigurationError(RuntimeError):
+    """A setting that makes running unsafe or impossible."""
+
+
+def set_quiet_defaults() -> None:
+    """Keep every tool offline and telemetry-free before it is imported."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    os.environ.setdefault("PREFECT_HOME", str(Path.home() / ".cryoreg" / "prefect"))
+    os.environ.setdefault(
+        "PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).with_name("prefect_logging.yml"))
+    )
+
+
+def pseudonym_key() -> str:
+    """The HMAC key for patient keys; a visible demo key outside production."""
+    key = os.environ.get("CRYOREG_PSEUDONYM_KEY", "")
+    if key:
+        return key
+    if os.environ.get("CRYOREG_ENV", "").lower() == "production":
+        raise ConfigurationError(
+            "CRYOREG_PSEUDONYM_KEY is not set and CRYOREG_ENV=production: refusing to start"
+        )
+    print(
+        "warning: CRYOREG_PSEUDONYM_KEY is not set; using the public demo key "
+        "(patient keys are not secret)",
+        file=sys.stderr,
+    )
+    return DEMO_PSEUDONYM_KEY
+
+
+def quarantine_limit() -> float:
+    """Largest share of a file's rows that may be quarantined before the run fails."""
+    raw = os.environ.get("CRYOREG_QUARANTINE_LIMIT", "")
+    if not raw:
+        return DEFAULT_QUARANTINE_LIMIT
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"CRYOREG_QUARANTINE_LIMIT={raw!r} is not a number") from exc
+    if not 0.0 <= value <= 1.0:
+        raise ConfigurationError(f"CRYOREG_QUARANTINE_LIMIT={raw!r} must be between 0 and 1")
+    return value
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run reads from and writes to."""
+
+    extracts: Path
+    warehouse: Path
+    out: Path
+
+    @property
+    def working_copy(self) -> Path:
+        """The file a run builds; same folder as the published file so rename is atomic."""
+        return self.warehouse.with_name(f".{self.warehouse.name}.building")

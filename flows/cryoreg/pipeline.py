@@ -1,0 +1,171 @@
+"""The nightly flow: ingest -> dbt build -> validate -> analyze -> report -> publish."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+from prefect import flow, get_run_logger, task
+
+from cryoreg import __version__, analyze, config, ingest, publish, report, transform, validate
+
+
+@task(name="ingest extracts")
+def ingest_stage(work: Path, extracts: Path, run_id: str) -> ingest.IngestResult:
+    """Load new extract folders into raw.*, quarantining bad rows."""
+    logger = get_run_logger()
+    with duckdb.connect(str(work)) as con:
+        result = ingest.ingest(con, extracts, run_id, config.quarantine_limit())
+    for acc in result.files:
+        logger.info(
+            "%s: read %d = loaded %d + quarantined %d",
+            acc.file,
+            acc.read,
+            acc.loaded,
+            acc.quarantined,
+        )
+    for warning in result.warnings:
+        logger.warning(warning)
+    if result.skipped:
+        logger.info("already loaded, skipped: %s", ", ".join(result.skipped))
+    return result
+
+
+@task(name="dbt build")
+def transform_stage(work: Path, key: str, run_id: str) -> transform.DbtSummary:
+    """Build staging, intermediate and mart models and run their tests."""
+    summary = transform.dbt_build(work, key, run_id)
+    logger = get_run_logger()
+    logger.info(
+        "dbt build: %d nodes, %d passed, %d warned",
+        summary.nodes,
+        summary.passed,
+        len(summary.warned),
+    )
+    for warning in summary.warned:
+        logger.warning("dbt: %s", warning)
+    return summary
+
+
+@task(name="validate marts")
+def validate_stage(work: Path) -> list[str]:
+    """Check the fixed marts against their pandera schemas."""
+    with duckdb.connect(str(work), read_only=True) as con:
+        return validate.validate_marts(con)
+
+
+@task(name="analyze")
+def analyze_stage(work: Path) -> dict:
+    """Compute the paper's statistics from the marts."""
+    with duckdb.connect(str(work), read_only=True) as con:
+        return analyze.compute_metrics(con)
+
+
+@task(name="report")
+def report_stage(work: Path, metrics: dict, staged_out: Path) -> Path:
+    """Write metrics.json and report.html into the run's staging folder."""
+    analyze.write_metrics(metrics, staged_out / "metrics.json")
+    with duckdb.connect(str(work), read_only=True) as con:
+        return report.write_report(metrics, con, staged_out)
+
+
+@task(name="publish")
+def publish_stage(paths: config.RunPaths, staged_out: Path) -> list[Path]:
+    """Atomically replace the published warehouse, then move the outputs into place."""
+    return publish.publish(paths, staged_out)
+
+
+def code_version() -> str:
+    """The package version plus the git commit when run from a checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(config.PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def run_block(result: ingest.IngestResult, run_id: str, started: datetime) -> dict:
+    """Traceability: which extracts (and hashes), which code, when."""
+    return {
+        "run_id": run_id,
+        "code_version": code_version(),
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "extracts": [
+            {
+                "name": e.name,
+                "content_hash": e.content_hash,
+                "loaded_this_run": e.name in result.loaded,
+            }
+            for e in result.extracts
+        ],
+        "files": [
+            {
+                "extract": a.extract,
+                "file": a.file,
+                "read": a.read,
+                "loaded": a.loaded,
+                "quarantined": a.quarantined,
+            }
+            for a in result.files
+        ],
+    }
+
+
+@flow(name="cryoreg-nightly", log_prints=True)
+def nightly(
+    extracts: str = "extracts",
+    warehouse: str = "warehouse/cryoreg.duckdb",
+    out: str = "out",
+) -> dict:
+    """The whole nightly job; the published warehouse changes only if every stage succeeds."""
+    started = datetime.now(UTC)
+    paths = config.RunPaths(
+        Path(extracts).resolve(), Path(warehouse).resolve(), Path(out).resolve()
+    )
+    key = config.pseudonym_key()
+    run_id = _run_id()
+    work = publish.prepare_working_copy(paths)
+    staged_out = publish.staging_out_dir(paths, run_id)
+    try:
+        loaded = ingest_stage(work, paths.extracts, run_id)
+        dbt_summary = transform_stage(work, key, run_id)
+        validate_stage(work)
+        metrics = analyze_stage(work)
+        metrics["run"] = run_block(loaded, run_id, started)
+        metrics["run"]["dbt"] = {
+            "nodes": dbt_summary.nodes,
+            "passed": dbt_summary.passed,
+            "warned": dbt_summary.warned,
+        }
+        report_stage(work, metrics, staged_out)
+        published = publish_stage(paths, staged_out)
+    except BaseException:
+        publish.discard_working_copy(paths)
+        publish.discard_staged_out(staged_out)
+        raise
+    return {
+        "metrics": metrics,
+        "published": [str(p) for p in published],
+        "warehouse": str(paths.warehouse),
+    }
+
+
+def _run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id or uuid.uuid4())
+
+
+def load_metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())

@@ -1,0 +1,53 @@
+"""The run summary printed at the end of `cryoreg run`: accounting, key metrics, outputs."""
+
+from __future__ import annotations
+
+
+def _prop(p: dict | None) -> str:
+    if not p or not p.get("n"):
+        return "n/a"
+    low, high = p["ci95"]
+    return f"{p['k']}/{p['n']} ({p['pct']:.1f}%, 95% CI {100 * low:.1f}-{100 * high:.1f})"
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return "< 0.0001" if value < 0.0001 else f"{value:.4f}"
+
+
+def render(result: dict, seconds: float) -> str:
+    metrics = result["metrics"]
+    lines = ["", "cryoreg run summary", "=" * 19, ""]
+    files = metrics.get("run", {}).get("files", [])
+    if files:
+        lines.append(f"{'file':<34}{'read':>10}{'loaded':>10}{'quarantined':>13}")
+        for f in files:
+            lines.append(f"{f['file']:<34}{f['read']:>10}{f['loaded']:>10}{f['quarantined']:>13}")
+    else:
+        lines.append("no new extract folder: nothing loaded (re-run of a loaded night)")
+    cohort = metrics["cohort"]
+    te, ltp, ae = (
+        metrics["technique_efficacy"],
+        metrics["local_tumor_progression"],
+        metrics["adverse_events"],
+    )
+    lines += [
+        "",
+        f"patients {cohort['patients']}, procedures {cohort['procedures']}, "
+        f"tumors {cohort['tumors']}",
+        f"technical success      {_prop(metrics['technical_success']['all'])}",
+        f"technique efficacy     {_prop(te['all'])}",
+        f"  <4 cm / >=4 cm       {_prop(te['lt4cm'])} / {_prop(te['ge4cm'])}, "
+        f"p {_p(te.get('p_chi2'))}",
+        f"local progression      {_prop(ltp['all'])}",
+        f"  <4 cm / >=4 cm       {_prop(ltp['lt4cm'])} / {_prop(ltp['ge4cm'])}, "
+        f"p {_p(ltp.get('p_chi2'))}",
+        f"any / major AE         {_prop(ae['any'])} / {_prop(ae['major'])}",
+        f"log-rank (LTP-free)    p {_p(metrics['ltp_free_survival'].get('logrank_p'))}",
+        "",
+        f"warehouse  {result['warehouse']}",
+    ]
+    lines += [f"output     {p}" for p in result["published"]]
+    lines.append(f"finished in {seconds:.1f} s")
+    return "\n".join(lines)

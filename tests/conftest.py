@@ -1,0 +1,48 @@
+"""Shared fixtures: a real DuckDB file, real extract folders, the real `cryoreg` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CRYOREG = [sys.executable, "-m", "cryoreg.cli"]
+
+
+def run_cryoreg(*args: str, cwd: Path, env: dict | None = None, check: bool = True):
+    """Run the installed command in a subprocess, as a user or the scheduler would."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [*CRYOREG, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"cryoreg {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_tools(tmp_path_factory):
+    """Each test worker gets its own Prefect home and dbt target folder."""
+    home = tmp_path_factory.mktemp("tools")
+    os.environ["PREFECT_HOME"] = str(home / "prefect")
+    os.environ["DBT_TARGET_PATH"] = str(home / "dbt-target")
+    os.environ["DBT_LOG_PATH"] = str(home / "dbt-logs")
+    os.environ["DO_NOT_TRACK"] = "1"
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.setdefault("CRYOREG_PSEUDONYM_KEY", "test-key-for-the-suite")
+    yield home
+
+
+def write_extract(root: Path, folder: str, files: dict[str, str]) -> Path:
+    """Write one extract folder from {file name: CSV text}."""
+    target = root / folder
+    target.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (target / name).write_text(text, encoding="utf-8")
+    return target
