@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import functools
 import subprocess
 import uuid
 from datetime import UTC, datetime
@@ -14,7 +14,26 @@ from prefect import flow, get_run_logger, task
 from cryoreg import __version__, analyze, config, ingest, publish, report, transform, validate
 
 
+def detached(stage):
+    """Re-raise a stage's error without the frames below it.
+
+    Those frames hold the stage's DuckDB connection; Prefect keeps the failed state (and so the
+    traceback) until exit, where DuckDB's bindings would print leak warnings after our one-line
+    error.
+    """
+
+    @functools.wraps(stage)
+    def run(*args, **kwargs):
+        try:
+            return stage(*args, **kwargs)
+        except Exception as exc:
+            raise exc.with_traceback(None) from None
+
+    return run
+
+
 @task(name="ingest extracts")
+@detached
 def ingest_stage(work: Path, extracts: Path, run_id: str) -> ingest.IngestResult:
     """Load new extract folders into raw.*, quarantining bad rows."""
     logger = get_run_logger()
@@ -36,6 +55,7 @@ def ingest_stage(work: Path, extracts: Path, run_id: str) -> ingest.IngestResult
 
 
 @task(name="dbt build")
+@detached
 def transform_stage(work: Path, key: str, run_id: str) -> transform.DbtSummary:
     """Build staging, intermediate and mart models and run their tests."""
     summary = transform.dbt_build(work, key, run_id)
@@ -52,6 +72,7 @@ def transform_stage(work: Path, key: str, run_id: str) -> transform.DbtSummary:
 
 
 @task(name="validate marts")
+@detached
 def validate_stage(work: Path) -> list[str]:
     """Check the fixed marts against their pandera schemas."""
     with duckdb.connect(str(work), read_only=True) as con:
@@ -59,6 +80,7 @@ def validate_stage(work: Path) -> list[str]:
 
 
 @task(name="analyze")
+@detached
 def analyze_stage(work: Path) -> dict:
     """Compute the paper's statistics from the marts."""
     with duckdb.connect(str(work), read_only=True) as con:
@@ -66,6 +88,7 @@ def analyze_stage(work: Path) -> dict:
 
 
 @task(name="report")
+@detached
 def report_stage(work: Path, metrics: dict, staged_out: Path) -> Path:
     """Write metrics.json and report.html into the run's staging folder."""
     analyze.write_metrics(metrics, staged_out / "metrics.json")
@@ -74,6 +97,7 @@ def report_stage(work: Path, metrics: dict, staged_out: Path) -> Path:
 
 
 @task(name="publish")
+@detached
 def publish_stage(paths: config.RunPaths, staged_out: Path) -> list[Path]:
     """Atomically replace the published warehouse, then move the outputs into place."""
     return publish.publish(paths, staged_out)
@@ -165,7 +189,3 @@ def _run_id() -> str:
     from prefect.runtime import flow_run
 
     return str(flow_run.id or uuid.uuid4())
-
-
-def load_metrics(out: Path) -> dict:
-    return json.loads((out / "metrics.json").read_text())

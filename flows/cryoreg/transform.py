@@ -38,7 +38,10 @@ def dbt_build(warehouse: Path, pseudonym_key: str, run_id: str) -> DbtSummary:
         f"{{run_id: '{run_id}'}}",
         "--quiet",
     ]
-    outcome = dbtRunner().invoke(args)
+    try:
+        outcome = dbtRunner().invoke(args)
+    finally:
+        _release_duckdb()
     summary = DbtSummary()
     results = getattr(outcome.result, "results", None) or []
     for res in results:
@@ -60,7 +63,7 @@ def dbt_build(warehouse: Path, pseudonym_key: str, run_id: str) -> DbtSummary:
             summary.passed += 1
         elif status == "warn":
             summary.warned.append(f"{node.name}: {res.message}")
-        elif status != "skipped":
+        elif status not in ("skipped", "no-op"):
             summary.failed.append(f"{node.name}: {res.message}")
     if not outcome.success:
         if summary.failed:
@@ -70,3 +73,18 @@ def dbt_build(warehouse: Path, pseudonym_key: str, run_id: str) -> DbtSummary:
         reason = outcome.exception or "see dbt_project/logs/dbt.log"
         raise TransformError(f"dbt build failed: {str(reason).splitlines()[0]}")
     return summary
+
+
+def _release_duckdb() -> None:
+    """Close the DuckDB instance dbt-duckdb keeps open in-process after a build.
+
+    Later stages open the same file (read-only) and publish renames it; neither may race a
+    connection dbt forgot to close.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        if env is not None:
+            env.close()
+            DuckDBConnectionManager._ENV = None

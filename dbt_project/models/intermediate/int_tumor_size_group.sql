@@ -1,0 +1,21 @@
+-- Definition: size of a treated tumor. diameter_cm = diameter_mm / 10; size group 'ge4cm'
+-- when diameter_mm >= 40, else 'lt4cm'.
+-- Source: metrics.md; Glazer et al. AJR 2017;209:1381-1389 (outcomes compared for tumors
+-- < 4 cm and >= 4 cm).
+with
+
+tumors as (
+    select * from {{ ref('stg_registry__tumors') }}
+),
+
+sized as (
+    select
+        tumor_key,
+        procedure_key,
+        diameter_mm,
+        diameter_mm / 10 as diameter_cm,
+        {{ size_group('diameter_mm') }} as size_group
+    from tumors
+)
+
+select * from sized

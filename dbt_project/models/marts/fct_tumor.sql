@@ -1,0 +1,60 @@
+-- One row per treated tumor with its outcomes (technical success, technique efficacy, local
+-- tumor progression, follow-up); the unit of analysis of Glazer et al. AJR 2017.
+with
+
+tumors as (
+    select * from {{ ref('stg_registry__tumors') }}
+),
+
+procedures as (
+    select * from {{ ref('stg_registry__procedures') }}
+),
+
+sizes as (
+    select * from {{ ref('int_tumor_size_group') }}
+),
+
+technical_success as (
+    select * from {{ ref('int_tumor_technical_success') }}
+),
+
+technique_efficacy as (
+    select * from {{ ref('int_tumor_technique_efficacy_study') }}
+),
+
+progression as (
+    select * from {{ ref('int_tumor_ltp_event') }}
+),
+
+final as (
+    select
+        tumors.tumor_key,
+        tumors.procedure_key,
+        procedures.patient_key,
+        procedures.procedure_date,
+        procedures.guidance,
+        sizes.diameter_mm,
+        sizes.diameter_cm,
+        sizes.size_group,
+        tumors.origin,
+        tumors.histology,
+        tumors.liver_segment,
+        technical_success.technical_result,
+        technical_success.ts_evaluable,
+        technical_success.ts_success,
+        technique_efficacy.te_evaluable,
+        technique_efficacy.te_study_date,
+        technique_efficacy.te_success,
+        progression.ltp_event,
+        progression.ltp_date,
+        progression.ltp_time_years,
+        progression.follow_up_years
+    from tumors
+    inner join procedures on tumors.procedure_key = procedures.procedure_key
+    inner join sizes on tumors.tumor_key = sizes.tumor_key
+    inner join technical_success on tumors.tumor_key = technical_success.tumor_key
+    inner join technique_efficacy on tumors.tumor_key = technique_efficacy.tumor_key
+    left join progression on tumors.tumor_key = progression.tumor_key
+)
+
+select * from final

@@ -1,0 +1,22 @@
+-- Current live version of each adverse event, typed. The free-text description stays in
+-- staging (it may hold identifiers) and is not carried into the marts.
+with
+
+current_rows as (
+    {{ current_version(source('registry', 'adverse_events'), 'event_id') }}
+),
+
+renamed as (
+    select
+        event_id as event_key,
+        procedure_id as procedure_key,
+        cast(onset_date as date) as onset_date,
+        cast(ctcae_grade as integer) as ctcae_grade,
+        description,
+        _extract_date,
+        _source_file,
+        _source_line
+    from current_rows
+)
+
+select * from renamed

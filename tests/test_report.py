@@ -1,0 +1,244 @@
+"""report.html from a small real DuckDB warehouse: one self-contained file a clinician can read."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import duckdb
+import pytest
+
+from cryoreg import analyze, report
+
+RUN = {
+    "run_id": "run-42",
+    "code_version": "0.1.0+abc123",
+    "started_at": "2024-03-02T02:00:00+00:00",
+    "finished_at": "2024-03-02T02:00:40+00:00",
+    "extracts": [
+        {"name": "2024-03-01", "content_hash": "a1" * 32, "loaded_this_run": False},
+        {"name": "2024-03-02", "content_hash": "b2" * 32, "loaded_this_run": True},
+    ],
+    "files": [
+        {
+            "extract": "2024-03-02",
+            "file": "patients.csv",
+            "read": 12,
+            "loaded": 10,
+            "quarantined": 2,
+        },
+        {"extract": "2024-03-02", "file": "tumors.csv", "read": 41, "loaded": 40, "quarantined": 1},
+    ],
+    "dbt": {"nodes": 30, "passed": 30, "warned": []},
+}
+
+MARTS_SQL = """
+create schema marts;
+create table marts.fct_tumor as
+select 't' || i as tumor_key, 'p' || ((i + 1) // 2) as procedure_key,
+       'pt' || ((i + 3) // 4) as patient_key, date '2006-01-01' + (30 * i)::int as procedure_date,
+       case when i <= 10 then 4.0 + i * 0.3 else 0.5 + (i % 12) * 0.25 end as diameter_cm,
+       case when i <= 10 then 'ge4cm' else 'lt4cm' end as size_group,
+       case when i % 4 = 0 then 'primary' else 'metastasis' end as origin,
+       'colorectal' as histology,
+       i <> 40 as ts_evaluable, case when i <> 40 then i % 13 <> 0 end as ts_success,
+       i <= 36 as te_evaluable, case when i <= 36 then i % 9 <> 0 end as te_success,
+       case when i <= 36 then (i <= 10 and i % 3 <> 0) or i % 5 = 0 end as ltp_event,
+       case when i <= 36 then 0.3 + (i * 37 % 23) * 0.3 end as ltp_time_years,
+       case when i <= 36 then 0.8 + (i * 37 % 23) * 0.3 end as follow_up_years
+from range(1, 41) as r(i);
+create table marts.fct_procedure as
+select procedure_key, any_value(patient_key) as patient_key,
+       min(procedure_date) as procedure_date,
+       ['CT', 'MRI', 'PET/CT'][1 + k % 3] as guidance,
+       max(size_group) filter (where size_group = 'ge4cm') is not null as ge4,
+       case when ge4 then 'ge4cm' else 'lt4cm' end as size_group,
+       count(*)::int as tumor_count,
+       k % 3 = 0 as any_ae, k % 6 = 0 as major_ae,
+       null::int as max_ctcae_grade
+from (select *, replace(procedure_key, 'p', '')::int as k from marts.fct_tumor)
+group by procedure_key, k;
+alter table marts.fct_procedure drop column ge4;
+create table marts.dim_patient as
+select patient_key, case when i % 2 = 1 then 'F' else 'M' end as sex,
+       (40 + 3 * i)::int as age_at_first_procedure, 2 as procedure_count
+from (select distinct patient_key, replace(patient_key, 'pt', '')::int as i from marts.fct_tumor);
+create table marts.fct_adverse_event (event_key varchar, procedure_key varchar, onset_day int,
+                                      ctcae_grade int, in_30_day_window bool);
+create table marts.fct_tumor_attrition as
+select * from (values
+    (1, 'Tumors treated', 40, 0, null),
+    (2, 'Evaluable for technical success', 39, 1, 'technical result <not> recorded & co'),
+    (3, 'Evaluable for technique efficacy', 36, 3, 'no determinate imaging 30-180 days')
+) as t(step_order, step, tumors_remaining, tumors_excluded, exclusion_reason);
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    path = root / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(MARTS_SQL)
+    with duckdb.connect(str(path), read_only=True) as con:
+        metrics = analyze.compute_metrics(con)
+        metrics["run"] = RUN
+        out = report.write_report(metrics, con, root / "out")
+    return metrics, out, out.read_text(encoding="utf-8")
+
+
+class _Elements(HTMLParser):
+    """Tags by id, and every tag seen, to check structure without a browser."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_id: dict[str, str] = {}
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if "id" in attrs:
+            self.by_id[attrs["id"]] = tag
+
+
+def _elements(text: str) -> _Elements:
+    parser = _Elements()
+    parser.feed(text)
+    return parser
+
+
+def _inline_svg(text: str, element_id: str) -> str:
+    start = text.index(f'<svg id="{element_id}"')
+    return text[start : text.index("</svg>", start)]
+
+
+def test_one_self_contained_html_file(built):
+    _, out, text = built
+    assert out.name == "report.html"
+    assert [p.name for p in out.parent.glob("*.html")] == ["report.html"]
+    assert text.startswith("<!DOCTYPE html>")
+    assert "http://" not in text and "https://" not in text
+    parsed = _elements(text)
+    for tag, attrs in parsed.tags:
+        assert tag not in ("link", "script", "img", "iframe", "object"), tag
+        for name in ("src", "href"):
+            assert not (attrs.get(name) or "").startswith(("//", "http")), attrs
+    assert not re.search(r"@import|url\(\s*['\"]?(https?:)?//", text)
+    assert "@media print" in text
+
+
+def test_km_figure_is_inline_svg_with_curves(built):
+    metrics, out, text = built
+    parsed = _elements(text)
+    assert parsed.by_id["km-figure"] == "svg"
+    svg = _inline_svg(text, "km-figure")
+    assert svg.count("<path") > 10
+    assert "Number at risk" in svg and "Years after cryoablation" in svg
+    assert "&lt; 4 cm" in svg or "< 4 cm" in svg
+    n_all = metrics["ltp_free_survival"]["all"]["n"]
+    assert f"All tumors (n = {n_all}" in svg
+    assert "Log-rank" in svg
+    assert (out.parent / "km_ltp_free_survival.svg").read_text().startswith("<?xml")
+
+
+def test_flowchart_shows_the_attrition_rows(built):
+    _, out, text = built
+    parsed = _elements(text)
+    assert parsed.by_id["attrition-flowchart"] == "svg"
+    svg = _inline_svg(text, "attrition-flowchart")
+    for count in ("n = 40 tumors", "n = 39 tumors", "n = 36 tumors"):
+        assert count in svg
+    assert "Excluded: 1 tumor<" in svg and "Excluded: 3 tumors" in svg
+    assert "technical result &lt;not&gt; recorded &amp; co" in svg  # data text is escaped
+    assert "<not>" not in text
+    assert (out.parent / "attrition_flowchart.svg").exists()
+
+
+def test_paper_table_beside_this_run(built):
+    metrics, _, text = built
+    for paper in ("279/295 (94.6%)", "213/228 (93.4%)", "17/195 (8.7%)", "8/41 (19.5%)"):
+        assert paper in text
+    te = metrics["technique_efficacy"]["all"]
+    assert f"{te['k']}/{te['n']} ({te['pct']:.1f}%)" in text
+    low, high = te["ci95"]
+    assert f"{100 * low:.1f}–{100 * high:.1f}%" in text
+    assert "p, χ² (this run)" in text and "p, Fisher (this run)" in text
+    assert text.count('class="differs"') >= 10  # this toy cohort is not the paper's
+    assert "expected cell count" in text
+
+
+def test_cox_and_row_accounting_sections(built):
+    _, _, text = built
+    assert "Hazard ratio" in text and "diameter (per cm)" in text
+    assert "patients.csv" in text and "tumors.csv" in text
+    assert "<td>53</td><td>50</td><td>3</td>" in text  # totals: read = loaded + quarantined
+    assert "2024-03-01 to 2024-03-02" in text and "run-42" in text
+    assert "marts.fct_tumor_attrition" in text
+
+
+def paper_metrics() -> dict:
+    """Metrics as a run that reproduces the paper would produce them."""
+    p = analyze.proportion
+
+    def block(groups: dict, a: str, b: str) -> dict:
+        return {**groups, **analyze.compare(groups[a], groups[b])}
+
+    return {
+        "cohort": {
+            "patients": 186,
+            "women": 95,
+            "age_years": {"mean": 60.94, "min": 29, "max": 88},
+            "procedures": 236,
+            "guidance": {"CT": 126, "MRI": 100, "PET/CT": 10},
+            "tumors": 299,
+            "metastases": 243,
+            "primary": 56,
+            "diameter_cm": {"mean": 2.46, "median": 2.2, "min": 0.3, "max": 7.8},
+            "follow_up_years": {"mean": 2.52, "min": 0.17, "max": 14.6},
+        },
+        "technical_success": {"all": p(279, 295)},
+        "technique_efficacy": block(
+            {"all": p(231, 258), "lt4cm": p(213, 228), "ge4cm": p(18, 30)}, "lt4cm", "ge4cm"
+        ),
+        "local_tumor_progression": block(
+            {"all": p(60, 258), "lt4cm": p(41, 228), "ge4cm": p(19, 30)}, "lt4cm", "ge4cm"
+        ),
+        "adverse_events": block(
+            {
+                "any": p(80, 236),
+                "major": p(25, 236),
+                "major_lt4cm": p(17, 195),
+                "major_ge4cm": p(8, 41),
+            },
+            "major_lt4cm",
+            "major_ge4cm",
+        ),
+    }
+
+
+def test_a_run_reproducing_the_paper_has_no_differing_row():
+    table = report.paper_table(paper_metrics())
+    assert "Every figure of the paper is reproduced." in table
+    assert 'class="differs"' not in table and "≠" not in table
+    assert "0.0412" in table and "0.0517" in table  # both p values of the major-AE comparison
+
+
+def test_p_matches_at_the_papers_precision():
+    assert report.p_matches("< 0.0001", 3e-8) and not report.p_matches("< 0.0001", 0.0002)
+    assert report.p_matches("0.04", 0.0412) and not report.p_matches("0.04", 0.0517)
+    assert not report.p_matches("0.04", None)
+
+
+def test_tolerant_without_run_block_or_attrition_mart(tmp_path):
+    path = tmp_path / "bare.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(MARTS_SQL)
+        con.execute("drop table marts.fct_tumor_attrition")
+    with duckdb.connect(str(path), read_only=True) as con:
+        metrics = analyze.compute_metrics(con)
+        out = report.write_report(metrics, con, tmp_path / "out")
+    text = out.read_text(encoding="utf-8")
+    assert "produced outside the nightly flow" in text
+    assert 'id="attrition-flowchart"' in text and "not available" in text
+    assert 'id="km-figure"' in text

@@ -1,0 +1,452 @@
+"""analyze.py's statistics against independent computations written out in this file."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date, timedelta
+from fractions import Fraction
+
+import duckdb
+import pyarrow as pa
+import pytest
+from scipy.stats import binomtest, chi2, norm
+
+from cryoreg import analyze
+
+Z = norm.ppf(0.975)
+
+
+# --- a small real warehouse with the fixed marts ---------------------------------------------
+
+
+def tumor_rows() -> list[dict]:
+    """40 tumors in 20 procedures: 10 >= 4 cm, 39 TS-evaluable, 36 TE-evaluable, tied times."""
+    rows = []
+    for i in range(1, 41):
+        ge4, ts_eval, te_eval = i <= 10, i != 40, i <= 36
+        time = round(0.3 + (i * 37 % 23) * 0.3, 2) if te_eval else None
+        rows.append(
+            {
+                "tumor_key": f"t{i}",
+                "procedure_key": f"p{(i + 1) // 2}",
+                "patient_key": f"pt{(i + 3) // 4}",
+                "procedure_date": date(2005, 1, 1) + timedelta(days=30 * ((i + 1) // 2)),
+                "diameter_cm": 4.0 + i * 0.3 if ge4 else 0.5 + (i % 12) * 0.25,
+                "size_group": "ge4cm" if ge4 else "lt4cm",
+                "origin": "primary" if i % 4 == 0 else "metastasis",
+                "histology": "hepatocellular" if i % 4 == 0 else "colorectal",
+                "ts_evaluable": ts_eval,
+                "ts_success": (i % 13 != 0) if ts_eval else None,
+                "te_evaluable": te_eval,
+                "te_success": ((i % 2 == 0) if ge4 else (i % 9 != 0)) if te_eval else None,
+                "ltp_event": ((i % 3 != 0) if ge4 else (i % 5 == 0)) if te_eval else None,
+                "ltp_time_years": time,
+                "follow_up_years": time + 0.5 if te_eval else None,
+            }
+        )
+    return rows
+
+
+def procedure_rows(tumors: list[dict]) -> list[dict]:
+    guidance = ["CT", "MRI", "PET/CT", "CT", "MRI"]
+    rows = []
+    for k in range(1, 21):
+        mine = [t for t in tumors if t["procedure_key"] == f"p{k}"]
+        any_ae, major_ae = k % 3 == 0 or k % 5 == 0, k % 5 == 0
+        rows.append(
+            {
+                "procedure_key": f"p{k}",
+                "patient_key": mine[0]["patient_key"],
+                "procedure_date": mine[0]["procedure_date"],
+                "guidance": guidance[k % 5],
+                "size_group": "ge4cm" if any(t["size_group"] == "ge4cm" for t in mine) else "lt4cm",
+                "tumor_count": len(mine),
+                "any_ae": any_ae,
+                "major_ae": major_ae,
+                "max_ctcae_grade": 3 if major_ae else (1 if any_ae else None),
+            }
+        )
+    for t in tumors:
+        t["guidance"] = next(
+            p["guidance"] for p in rows if p["procedure_key"] == t["procedure_key"]
+        )
+    return rows
+
+
+def patient_rows() -> list[dict]:
+    return [
+        {
+            "patient_key": f"pt{k}",
+            "sex": "F" if k % 2 else "M",
+            "age_at_first_procedure": 40 + 3 * k,
+            "procedure_count": 2,
+        }
+        for k in range(1, 11)
+    ]
+
+
+ATTRITION = [
+    (1, "tumors treated", 40, 0, None),
+    (2, "technical success evaluable", 39, 1, "technical result not recorded"),
+    (3, "technique-efficacy evaluable", 36, 3, "no determinate imaging 30-180 days"),
+]
+
+
+def build_warehouse(path, tumors=None) -> dict:
+    """Write marts.* into a real DuckDB file; returns the rows it wrote."""
+    tumors = tumors or tumor_rows()
+    procedures = procedure_rows(tumors)
+    patients = patient_rows()
+    events = [
+        {"event_key": f"e{k}", "procedure_key": f"p{k}", "onset_day": k, "ctcae_grade": 3}
+        for k in (5, 10, 15, 20)
+    ]
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema marts")
+        for name, rows in [
+            ("fct_tumor", tumors),
+            ("fct_procedure", procedures),
+            ("dim_patient", patients),
+            ("fct_adverse_event", events),
+        ]:
+            con.register("rows_view", pa.Table.from_pylist(rows))
+            con.execute(f"create table marts.{name} as select * from rows_view")
+            con.unregister("rows_view")
+        con.execute("alter table marts.fct_adverse_event add column in_30_day_window bool")
+        con.execute("update marts.fct_adverse_event set in_30_day_window = onset_day <= 30")
+        con.execute(
+            "create table marts.fct_tumor_attrition (step_order int, step varchar,"
+            " tumors_remaining int, tumors_excluded int, exclusion_reason varchar)"
+        )
+        con.executemany("insert into marts.fct_tumor_attrition values (?, ?, ?, ?, ?)", ATTRITION)
+    return {"tumors": tumors, "procedures": procedures, "patients": patients}
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    path = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
+    rows = build_warehouse(path)
+    with duckdb.connect(str(path), read_only=True) as con:
+        metrics = analyze.compute_metrics(con)
+    return rows, metrics
+
+
+# --- independent reference computations ------------------------------------------------------
+
+
+def hand_fisher(a: int, b: int, c: int, d: int) -> float:
+    """Two-sided Fisher exact: sum of hypergeometric tables no more likely than the observed."""
+    row1, col1, total = a + b, a + c, a + b + c + d
+
+    def prob(x: int) -> Fraction:
+        return Fraction(
+            math.comb(col1, x) * math.comb(total - col1, row1 - x), math.comb(total, row1)
+        )
+
+    observed = prob(a)
+    support = range(max(0, row1 + col1 - total), min(row1, col1) + 1)
+    return float(sum(p for p in map(prob, support) if p <= observed))
+
+
+def hand_chi2(a: int, b: int, c: int, d: int) -> tuple[float, float, float]:
+    table = [[a, b], [c, d]]
+    rows, cols, total = [a + b, c + d], [a + c, b + d], a + b + c + d
+    expected = [[rows[i] * cols[j] / total for j in range(2)] for i in range(2)]
+    stat = sum(
+        (table[i][j] - expected[i][j]) ** 2 / expected[i][j] for i in range(2) for j in (0, 1)
+    )
+    return stat, chi2.sf(stat, 1), min(min(r) for r in expected)
+
+
+def hand_km(times, events, t):
+    """Product-limit S(t) and Greenwood's sum d / (n (n - d)) over event times <= t."""
+    s, greenwood = 1.0, 0.0
+    for u in sorted({x for x, e in zip(times, events, strict=True) if e and x <= t}):
+        n = sum(x >= u for x in times)
+        d = sum(1 for x, e in zip(times, events, strict=True) if e and x == u)
+        s *= 1 - d / n
+        greenwood += d / (n * (n - d)) if n > d else math.inf
+    return s, greenwood
+
+
+def loglog_ci(s: float, greenwood: float) -> tuple[float, float]:
+    """95% CI of S on the log(-log S) scale: S ** exp(+-z * sqrt(V) / |log S|)."""
+    if s == 1.0:
+        return 1.0, 1.0
+    se = math.sqrt(greenwood) / abs(math.log(s))
+    return s ** math.exp(Z * se), s ** math.exp(-Z * se)
+
+
+def hand_logrank(times, events, groups) -> float:
+    observed_minus_expected, variance = 0.0, 0.0
+    for u in sorted({x for x, e in zip(times, events, strict=True) if e}):
+        at_risk = [
+            (g, e and x == u) for x, e, g in zip(times, events, groups, strict=True) if x >= u
+        ]
+        n, n_a = len(at_risk), sum(g == "lt4cm" for g, _ in at_risk)
+        d, d_a = sum(died for _, died in at_risk), sum(died for g, died in at_risk if g == "lt4cm")
+        observed_minus_expected += d_a - d * n_a / n
+        if n > 1:
+            variance += d * (n_a / n) * (1 - n_a / n) * (n - d) / (n - 1)
+    return chi2.sf(observed_minus_expected**2 / variance, 1)
+
+
+# --- proportions and 2x2 tests ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k,n", [(0, 1), (0, 12), (1, 12), (7, 12), (12, 12), (279, 295), (8, 41)])
+def test_clopper_pearson_matches_binomtest(k, n):
+    p = analyze.proportion(k, n)
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    assert p["k"] == k and p["n"] == n
+    assert p["pct"] == pytest.approx(100 * k / n)
+    assert p["ci95"] == pytest.approx([ref.low, ref.high], abs=1e-12)
+    assert (k > 0 or p["ci95"][0] == 0.0) and (k < n or p["ci95"][1] == 1.0)
+
+
+def test_empty_proportion_is_null_not_an_error():
+    assert analyze.proportion(0, 0) == {"k": 0, "n": 0, "pct": None, "ci95": [None, None]}
+    cmp = analyze.compare(analyze.proportion(3, 10), analyze.proportion(0, 0))
+    assert cmp["p_chi2"] is None and cmp["p_fisher"] is None
+
+
+@pytest.mark.parametrize(
+    "a,n1,c,n2",
+    [(17, 195, 8, 41), (213, 228, 18, 30), (41, 228, 19, 30), (3, 9, 6, 8), (0, 10, 4, 9)],
+)
+def test_chi2_and_fisher_against_hand_formulas(a, n1, c, n2):
+    cmp = analyze.compare(analyze.proportion(a, n1), analyze.proportion(c, n2))
+    stat, p, min_expected = hand_chi2(a, n1 - a, c, n2 - c)
+    assert cmp["chi2"] == pytest.approx(stat, rel=1e-12)
+    assert cmp["p_chi2"] == pytest.approx(p, rel=1e-9)
+    assert cmp["p_fisher"] == pytest.approx(hand_fisher(a, n1 - a, c, n2 - c), rel=1e-9)
+    assert cmp["min_expected_cell"] == pytest.approx(min_expected)
+    assert cmp["expected_cell_below_5"] is (min_expected < 5)
+
+
+def test_paper_major_ae_comparison():
+    """17/195 vs 8/41: the paper's p = 0.04 is the uncorrected chi-square; Fisher gives 0.052."""
+    cmp = analyze.compare(analyze.proportion(17, 195), analyze.proportion(8, 41))
+    assert round(cmp["p_chi2"], 2) == 0.04
+    assert round(cmp["p_fisher"], 3) == 0.052
+    assert cmp["expected_cell_below_5"] is True  # 25 * 41 / 236 = 4.34
+
+
+def test_chi2_undefined_when_a_margin_is_zero():
+    cmp = analyze.compare(analyze.proportion(10, 10), analyze.proportion(5, 5))
+    assert cmp["p_chi2"] is None and cmp["p_fisher"] == pytest.approx(1.0)
+
+
+# --- Kaplan-Meier and log-rank ---------------------------------------------------------------
+
+# 8 tumors: two events tied at 1 y, event and censoring tied at 2 y, censorings tied at 4 y.
+KM_TIMES = [1.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0, 5.0]
+KM_EVENTS = [True, True, False, True, True, False, False, False]
+
+
+def test_kaplan_meier_small_example_by_hand():
+    import numpy as np
+
+    km = analyze.km_summary(np.array(KM_TIMES), np.array(KM_EVENTS))
+    assert km["n"] == 8 and km["events"] == 4
+    # S(1) = 6/8; S(2) = 6/8 * 5/6 (censored at 2 still at risk); S(3) = 5/8 * 3/4.
+    expected = {"1": (0.75, 8), "2": (0.625, 6), "3": (0.46875, 4), "5": (0.46875, 1)}
+    greenwood = {"1": 2 / (8 * 6), "2": 2 / 48 + 1 / (6 * 5), "3": 2 / 48 + 1 / 30 + 1 / 12}
+    greenwood["5"] = greenwood["3"]
+    for t, (s, at_risk) in expected.items():
+        got = km["at_years"][t]
+        assert got["survival"] == pytest.approx(s)
+        assert got["at_risk"] == at_risk
+        assert hand_km(KM_TIMES, KM_EVENTS, float(t)) == pytest.approx((s, greenwood[t]))
+        assert got["ci95"] == pytest.approx(loglog_ci(s, greenwood[t]), rel=1e-9)
+    assert km["median_years"] == pytest.approx(3.0)  # first time S <= 0.5
+
+
+def test_kaplan_meier_ci_is_the_step_value_between_event_times():
+    import numpy as np
+
+    times = np.array([0.5, 1.5, 2.5, 2.5, 6.0, 7.0])
+    events = np.array([False, True, False, True, False, False])
+    km = analyze.km_summary(times, events)
+    s1, v1 = hand_km(times, events, 1)
+    s3, v3 = hand_km(times, events, 3)
+    assert km["at_years"]["1"]["survival"] == 1.0 and km["at_years"]["1"]["ci95"] == [1.0, 1.0]
+    assert km["at_years"]["3"]["ci95"] == pytest.approx(loglog_ci(s3, v3), rel=1e-9)
+    assert [km["at_years"][t]["at_risk"] for t in "1235"] == [5, 4, 2, 2]
+    assert km["median_years"] is None  # S never reaches 0.5: not reached, not infinity
+
+
+def test_kaplan_meier_empty_group():
+    import numpy as np
+
+    km = analyze.km_summary(np.array([]), np.array([], dtype=bool))
+    assert km["n"] == 0 and km["median_years"] is None
+    assert km["at_years"]["1"] == {"survival": None, "ci95": [None, None], "at_risk": 0}
+
+
+def test_logrank_against_hand_formula():
+    import numpy as np
+
+    times = np.array(KM_TIMES + [0.5, 1.0, 1.5, 2.0, 2.5, 6.0])
+    events = np.array(KM_EVENTS + [True, True, True, False, True, False])
+    groups = np.array(["lt4cm"] * 8 + ["ge4cm"] * 6)
+    p = analyze.logrank_p(times, events, groups)
+    assert p == pytest.approx(hand_logrank(times, events, groups), rel=1e-9)
+    assert analyze.logrank_p(times, events, np.array(["lt4cm"] * 14)) is None
+
+
+# --- compute_metrics on a real DuckDB --------------------------------------------------------
+
+
+def test_metrics_contract_keys(warehouse):
+    _, m = warehouse
+    assert m["schema_version"] == 1
+    assert set(m) >= {
+        "cohort",
+        "technical_success",
+        "technique_efficacy",
+        "local_tumor_progression",
+        "adverse_events",
+        "ltp_free_survival",
+        "cox",
+    }
+    for block, groups in [
+        ("technique_efficacy", ("all", "lt4cm", "ge4cm")),
+        ("local_tumor_progression", ("all", "lt4cm", "ge4cm")),
+        ("adverse_events", ("any", "major", "major_lt4cm", "major_ge4cm")),
+    ]:
+        assert {"p_chi2", "p_fisher", "min_expected_cell", "expected_cell_below_5"} <= set(m[block])
+        for g in groups:
+            assert set(m[block][g]) == {"k", "n", "pct", "ci95"}
+    for g in ("all", "lt4cm", "ge4cm"):
+        km = m["ltp_free_survival"][g]
+        assert set(km) == {"n", "events", "median_years", "at_years"}
+        assert set(km["at_years"]) == {"1", "2", "3", "5"}
+    json.dumps(m, allow_nan=False)  # plain JSON types only
+
+
+def test_metrics_counts_match_the_rows(warehouse):
+    rows, m = warehouse
+    tumors, procedures, patients = rows["tumors"], rows["procedures"], rows["patients"]
+    te = [t for t in tumors if t["te_evaluable"]]
+
+    def kn(block, group):
+        return m[block][group]["k"], m[block][group]["n"]
+
+    c = m["cohort"]
+    assert (c["patients"], c["women"]) == (10, sum(p["sex"] == "F" for p in patients))
+    assert c["age_years"]["min"] == 43 and c["age_years"]["max"] == 70
+    assert c["procedures"] == 20 and sum(c["guidance"].values()) == 20
+    assert (c["tumors"], c["metastases"], c["primary"]) == (40, 30, 10)
+    assert c["follow_up_years"]["max"] == pytest.approx(max(t["follow_up_years"] for t in te))
+    assert kn("technical_success", "all") == (
+        sum(bool(t["ts_success"]) for t in tumors),
+        sum(t["ts_evaluable"] for t in tumors),
+    )
+    for g in ("lt4cm", "ge4cm"):
+        mine = [t for t in te if t["size_group"] == g]
+        assert kn("technique_efficacy", g) == (sum(t["te_success"] for t in mine), len(mine))
+        assert kn("local_tumor_progression", g) == (sum(t["ltp_event"] for t in mine), len(mine))
+        procs = [p for p in procedures if p["size_group"] == g]
+        assert kn("adverse_events", f"major_{g}") == (sum(p["major_ae"] for p in procs), len(procs))
+    assert kn("technique_efficacy", "all") == (28, 36)
+    assert kn("local_tumor_progression", "all") == (12, 36)
+    assert kn("adverse_events", "any") == (9, 20)
+    te_block = m["technique_efficacy"]
+    a, b = te_block["lt4cm"], te_block["ge4cm"]
+    assert te_block["p_fisher"] == pytest.approx(
+        hand_fisher(a["k"], a["n"] - a["k"], b["k"], b["n"] - b["k"])
+    )
+
+
+def test_metrics_survival_matches_hand_km(warehouse):
+    rows, m = warehouse
+    te = [t for t in rows["tumors"] if t["te_evaluable"]]
+    for group in ("all", "lt4cm", "ge4cm"):
+        mine = [t for t in te if group == "all" or t["size_group"] == group]
+        times = [t["ltp_time_years"] for t in mine]
+        events = [t["ltp_event"] for t in mine]
+        km = m["ltp_free_survival"][group]
+        assert (km["n"], km["events"]) == (len(mine), sum(events))
+        for t, got in km["at_years"].items():
+            s, v = hand_km(times, events, float(t))
+            assert got["survival"] == pytest.approx(s)
+            assert got["at_risk"] == sum(x >= float(t) for x in times)
+            if s > 0:
+                assert got["ci95"] == pytest.approx(loglog_ci(s, v), rel=1e-9)
+    times = [t["ltp_time_years"] for t in te]
+    events = [t["ltp_event"] for t in te]
+    groups = [t["size_group"] for t in te]
+    assert m["ltp_free_survival"]["logrank_p"] == pytest.approx(
+        hand_logrank(times, events, groups), rel=1e-9
+    )
+
+
+def test_cox_model_reports_hazard_ratios(warehouse):
+    _, m = warehouse
+    cox = m["cox"]
+    assert cox["fitted"] is True and cox["n"] == 36 and cox["events"] == 12
+    assert set(cox["covariates"]) == set(analyze.COX_COVARIATES)
+    for cov in cox["covariates"].values():
+        low, high = cov["ci95"]
+        assert 0 < low <= cov["hr"] <= high and 0 <= cov["p"] <= 1
+
+
+def test_edge_cases_give_null_stats_not_errors(tmp_path):
+    """Every tumor < 4 cm and no progression: empty group, no events, Cox not estimable."""
+    tumors = tumor_rows()
+    for t in tumors:
+        t["size_group"] = "lt4cm"
+        t["ltp_event"] = False if t["te_evaluable"] else None
+    build_warehouse(tmp_path / "edge.duckdb", tumors)
+    with duckdb.connect(str(tmp_path / "edge.duckdb"), read_only=True) as con:
+        m = analyze.compute_metrics(con)
+    assert m["technique_efficacy"]["ge4cm"]["pct"] is None
+    assert m["technique_efficacy"]["p_chi2"] is None
+    assert m["technique_efficacy"]["p_fisher"] is None
+    assert m["ltp_free_survival"]["ge4cm"]["n"] == 0
+    assert m["ltp_free_survival"]["logrank_p"] is None
+    assert m["ltp_free_survival"]["all"]["median_years"] is None
+    assert m["cox"]["fitted"] is False and m["cox"]["error"] == "no events"
+    json.dumps(m, allow_nan=False)
+
+
+def test_cox_non_convergence_is_reported_not_raised(tmp_path):
+    """Progression exactly in the metastases: complete separation (monotone likelihood)."""
+    tumors = tumor_rows()
+    for t in tumors:
+        if t["te_evaluable"]:
+            t["origin"] = "metastasis" if t["ltp_event"] else "primary"
+    build_warehouse(tmp_path / "sep.duckdb", tumors)
+    with duckdb.connect(str(tmp_path / "sep.duckdb"), read_only=True) as con:
+        cox = analyze.cox_model(con)
+    assert cox["converged"] is False
+    assert any("separation" in w for w in cox["warnings"]) or cox.get("error")
+    assert not any("http" in w for w in cox["warnings"])
+    json.dumps(cox, allow_nan=False)
+
+
+def test_write_metrics_round_trip_with_run_block(tmp_path, warehouse):
+    _, m = warehouse
+    run = {
+        "run_id": "r1",
+        "code_version": "0.1.0+abc",
+        "started_at": "2024-01-02T02:00:00+00:00",
+        "finished_at": "2024-01-02T02:01:00+00:00",
+        "extracts": [{"name": "2024-01-01", "content_hash": "ab12", "loaded_this_run": True}],
+        "files": [
+            {
+                "extract": "2024-01-01",
+                "file": "patients.csv",
+                "read": 3,
+                "loaded": 2,
+                "quarantined": 1,
+            }
+        ],
+    }
+    path = analyze.write_metrics({**m, "run": run}, tmp_path / "out" / "metrics.json")
+    text = path.read_text()
+    assert json.loads(text) == json.loads(json.dumps({**m, "run": run}))
+    assert text.startswith('{\n  "schema_version": 1')
+    assert not list(path.parent.glob(".*tmp"))
