@@ -54,7 +54,28 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("out"),
         help="folder for metrics.json and report.html (default: out/)",
     )
+    serve = sub.add_parser(
+        "serve",
+        help="serve the nightly deployment on a cron schedule (needs PREFECT_API_URL)",
+    )
+    serve.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: 02:00)")
+    serve.add_argument(
+        "--timezone",
+        default="",
+        help="IANA time zone of the schedule (default: CRYOREG_TIMEZONE, TZ or the system's)",
+    )
+    serve.add_argument("--extracts", type=Path, default=Path("extracts"))
+    serve.add_argument("--warehouse", type=Path, default=Path("warehouse/cryoreg.duckdb"))
+    serve.add_argument("--out", type=Path, default=Path("out"))
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cryoreg.deploy import serve_nightly
+
+    config.pseudonym_key()
+    serve_nightly(args.extracts, args.warehouse, args.out, args.cron, args.timezone)
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -90,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     config.set_quiet_defaults()
     args = _parser().parse_args(argv)
     try:
-        if args.command == "synth":
-            return _synth(args)
-        return _run(args)
+        handler = {"synth": _synth, "run": _run, "serve": _serve}[args.command]
+        return handler(args)
     except KeyboardInterrupt:
         print("cryoreg: interrupted; the published warehouse is unchanged", file=sys.stderr)
         return 130

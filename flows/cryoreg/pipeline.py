@@ -10,8 +10,19 @@ from pathlib import Path
 
 import duckdb
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE as NO_CACHE
 
-from cryoreg import __version__, analyze, config, ingest, publish, report, transform, validate
+from cryoreg import (
+    __version__,
+    analyze,
+    artifacts,
+    config,
+    ingest,
+    publish,
+    report,
+    transform,
+    validate,
+)
 
 
 def detached(stage):
@@ -32,7 +43,21 @@ def detached(stage):
     return run
 
 
-@task(name="ingest extracts")
+def transient(task, task_run, state) -> bool:
+    """Retry only what can pass on a second try (file locks, I/O); data errors fail at once."""
+    try:
+        state.result()
+    except (OSError, duckdb.IOException):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+RETRY = {"retries": 2, "retry_delay_seconds": 20, "retry_condition_fn": transient}
+
+
+@task(name="ingest extracts", cache_policy=NO_CACHE, **RETRY)
 @detached
 def ingest_stage(work: Path, extracts: Path, run_id: str) -> ingest.IngestResult:
     """Load new extract folders into raw.*, quarantining bad rows."""
@@ -54,7 +79,7 @@ def ingest_stage(work: Path, extracts: Path, run_id: str) -> ingest.IngestResult
     return result
 
 
-@task(name="dbt build")
+@task(name="dbt build", cache_policy=NO_CACHE, **RETRY)
 @detached
 def transform_stage(work: Path, key: str, run_id: str) -> transform.DbtSummary:
     """Build staging, intermediate and mart models and run their tests."""
@@ -71,7 +96,7 @@ def transform_stage(work: Path, key: str, run_id: str) -> transform.DbtSummary:
     return summary
 
 
-@task(name="validate marts")
+@task(name="validate marts", cache_policy=NO_CACHE)
 @detached
 def validate_stage(work: Path) -> list[str]:
     """Check the fixed marts against their pandera schemas."""
@@ -79,7 +104,7 @@ def validate_stage(work: Path) -> list[str]:
         return validate.validate_marts(con)
 
 
-@task(name="analyze")
+@task(name="analyze", cache_policy=NO_CACHE)
 @detached
 def analyze_stage(work: Path) -> dict:
     """Compute the paper's statistics from the marts."""
@@ -87,7 +112,7 @@ def analyze_stage(work: Path) -> dict:
         return analyze.compute_metrics(con)
 
 
-@task(name="report")
+@task(name="report", cache_policy=NO_CACHE)
 @detached
 def report_stage(work: Path, metrics: dict, staged_out: Path) -> Path:
     """Write metrics.json and report.html into the run's staging folder."""
@@ -96,7 +121,7 @@ def report_stage(work: Path, metrics: dict, staged_out: Path) -> Path:
         return report.write_report(metrics, con, staged_out)
 
 
-@task(name="publish")
+@task(name="publish", cache_policy=NO_CACHE, **RETRY)
 @detached
 def publish_stage(paths: config.RunPaths, staged_out: Path) -> list[Path]:
     """Atomically replace the published warehouse, then move the outputs into place."""
@@ -174,6 +199,7 @@ def nightly(
         }
         report_stage(work, metrics, staged_out)
         published = publish_stage(paths, staged_out)
+        artifacts.publish_run_artifacts(metrics, paths.out)
     except BaseException:
         publish.discard_working_copy(paths)
         publish.discard_staged_out(staged_out)

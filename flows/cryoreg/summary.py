@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 
-def _prop(p: dict | None) -> str:
+def proportion_text(p: dict | None) -> str:
     if not p or not p.get("n"):
         return "n/a"
     low, high = p["ci95"]
     return f"{p['k']}/{p['n']} ({p['pct']:.1f}%, 95% CI {100 * low:.1f}-{100 * high:.1f})"
 
 
-def _p(value: float | None) -> str:
+def p_text(value: float | None) -> str:
     if value is None:
         return "n/a"
     return "< 0.0001" if value < 0.0001 else f"{value:.4f}"
@@ -36,15 +36,16 @@ def render(result: dict, seconds: float) -> str:
         "",
         f"patients {cohort['patients']}, procedures {cohort['procedures']}, "
         f"tumors {cohort['tumors']}",
-        f"technical success      {_prop(metrics['technical_success']['all'])}",
-        f"technique efficacy     {_prop(te['all'])}",
-        f"  <4 cm / >=4 cm       {_prop(te['lt4cm'])} / {_prop(te['ge4cm'])}, "
-        f"p {_p(te.get('p_chi2'))}",
-        f"local progression      {_prop(ltp['all'])}",
-        f"  <4 cm / >=4 cm       {_prop(ltp['lt4cm'])} / {_prop(ltp['ge4cm'])}, "
-        f"p {_p(ltp.get('p_chi2'))}",
-        f"any / major AE         {_prop(ae['any'])} / {_prop(ae['major'])}",
-        f"log-rank (LTP-free)    p {_p(metrics['ltp_free_survival'].get('logrank_p'))}",
+        f"technical success      {proportion_text(metrics['technical_success']['all'])}",
+        f"technique efficacy     {proportion_text(te['all'])}",
+        f"  <4 cm / >=4 cm       {proportion_text(te['lt4cm'])} / {proportion_text(te['ge4cm'])}, "
+        f"p {p_text(te.get('p_chi2'))}",
+        f"local progression      {proportion_text(ltp['all'])}",
+        f"  <4 cm / >=4 cm       {proportion_text(ltp['lt4cm'])} / "
+        f"{proportion_text(ltp['ge4cm'])}, "
+        f"p {p_text(ltp.get('p_chi2'))}",
+        f"any / major AE         {proportion_text(ae['any'])} / {proportion_text(ae['major'])}",
+        f"log-rank (LTP-free)    p {p_text(metrics['ltp_free_survival'].get('logrank_p'))}",
         "",
         f"warehouse  {result['warehouse']}",
     ]

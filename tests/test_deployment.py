@@ -1,0 +1,140 @@
+"""The nightly deployment on a real `prefect server` (127.0.0.1): schedule, trigger, Completed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import run_cryoreg
+
+pytestmark = pytest.mark.xdist_group("deployment")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def _process(args: list[str], env: dict, log: Path):
+    """A background process in its own session, killed with all its children afterwards."""
+    with log.open("w") as handle:
+        proc = subprocess.Popen(
+            args, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_for(check, timeout: float, what: str, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}; log:\n{log.read_text()[-3000:]}")
+
+
+def test_served_deployment_is_scheduled_and_completes_a_triggered_run(tmp_path):
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+    }
+    env.pop("PREFECT_API_URL", None)
+    run_cryoreg("synth", "extracts", cwd=tmp_path)
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
+    with _process(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, server_log
+    ):
+        client = httpx.Client(base_url=api, timeout=10)
+
+        def healthy():
+            try:
+                return client.get("/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait_for(healthy, 120, "prefect server health", server_log)
+        serve_env = {**env, "PREFECT_API_URL": api}
+        serve_cmd = [
+            sys.executable,
+            "-m",
+            "cryoreg.cli",
+            "serve",
+            "--cron",
+            "0 2 * * *",
+            "--timezone",
+            "Europe/Zurich",
+            "--extracts",
+            str(tmp_path / "extracts"),
+            "--warehouse",
+            str(tmp_path / "warehouse" / "cryoreg.duckdb"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+        with _process(serve_cmd, serve_env, serve_log):
+
+            def deployment():
+                resp = client.get("/deployments/name/cryoreg-nightly/nightly")
+                return resp.json() if resp.status_code == 200 else None
+
+            dep = _wait_for(deployment, 120, "the nightly deployment", serve_log)
+            schedules = [s["schedule"] for s in dep["schedules"]]
+            assert schedules == [{"cron": "0 2 * * *", "timezone": "Europe/Zurich", "day_or": True}]
+            assert dep["parameters"]["extracts"] == str(tmp_path / "extracts")
+
+            def scheduled_runs():
+                return client.post(
+                    "/flow_runs/filter",
+                    json={
+                        "flow_runs": {
+                            "deployment_id": {"any_": [dep["id"]]},
+                            "state": {"type": {"any_": ["SCHEDULED"]}},
+                        }
+                    },
+                ).json()
+
+            upcoming = _wait_for(scheduled_runs, 60, "scheduled runs", server_log)
+            for run in upcoming:
+                local = run["expected_start_time"]
+                assert local.endswith(("T01:00:00Z", "T00:00:00Z")), local  # 02:00 in Zurich
+
+            flow_run = client.post(f"/deployments/{dep['id']}/create_flow_run", json={}).json()
+
+            def finished():
+                state = client.get(f"/flow_runs/{flow_run['id']}").json()["state"]
+                return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED") else None
+
+            state = _wait_for(finished, 300, "the triggered flow run", serve_log)
+            assert state["type"] == "COMPLETED", serve_log.read_text()[-3000:]
+            artifacts = client.post(
+                "/artifacts/filter",
+                json={"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}},
+            ).json()
+            assert {a["key"] for a in artifacts} >= {"cryoreg-metrics", "cryoreg-report"}
+    assert (tmp_path / "out" / "metrics.json").exists()
+    assert (tmp_path / "warehouse" / "cryoreg.duckdb").exists()
