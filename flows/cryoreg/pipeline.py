@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
+from prefect.runtime import task_run
 
 from cryoreg import (
     __version__,
@@ -35,6 +36,7 @@ def detached(stage):
 
     @functools.wraps(stage)
     def run(*args, **kwargs):
+        get_run_logger().info("stage started: %s", task_run.task_name)
         try:
             return stage(*args, **kwargs)
         except Exception as exc:
