@@ -162,3 +162,25 @@ def test_empty_root_and_quarantine_limit(tmp_path):
         RegistryInputError, match=r"patients.csv: 1 of 3 rows quarantined \(33.3%\)"
     ):
         _ingest(tmp_path / "ex", tmp_path / "w2.duckdb", limit=0.05)
+
+
+def test_numbers_must_be_written_as_numbers(tmp_path):
+    write_extract(
+        tmp_path / "ex",
+        "2014-12-31",
+        {
+            "patients.csv": PATIENTS,
+            "procedures.csv": "procedure_id,patient_mrn,procedure_date,guidance,probe_count\n"
+            "P1,MRN1,2010-01-01,CT,3.5\nP2,MRN1,2010-01-02,CT,0x10\nP3,MRN1,2010-01-03,CT,+4\n",
+            "tumors.csv": "tumor_id,procedure_id,origin,histology,diameter_mm,technical_result\n"
+            "T1,P3,primary,hcc,22.5,complete\nT2,P3,primary,hcc,1e2,complete\n"
+            "T3,P3,primary,hcc,nan,complete\n",
+        },
+    )
+    _, rejected = _ingest(tmp_path / "ex", tmp_path / "w.duckdb")
+    assert {(r[2], r[5]) for r in rejected} == {
+        ("P1", "not_a_number"),
+        ("P2", "not_a_number"),
+        ("T2", "not_a_number"),
+        ("T3", "not_a_number"),
+    }

@@ -19,6 +19,8 @@ import duckdb
 from cryoreg.registry import BY_ENTITY, BY_NAME, FILES, Column, ExtractFile
 
 EXTRACT_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+INTEGER_PATTERN = r"[+-]?[0-9]+"
+NUMBER_PATTERN = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
 LINEAGE = ("_extract_date", "_source_file", "_source_line", "_run_id", "_loaded_at")
 
 
@@ -165,11 +167,13 @@ def _row_rules(spec: ExtractFile, extract_date: str) -> list[str]:
                 _problem(col, f"lower({c}) not in ({allowed})", "unknown_code", "unknown code")
             )
         elif col.kind in ("integer", "number"):
+            # a strict pattern: DuckDB's casts would also take '3.5' -> 4, '0x10' or '1_000'
+            pattern = INTEGER_PATTERN if col.kind == "integer" else NUMBER_PATTERN
             sql_type = "bigint" if col.kind == "integer" else "double"
             rules.append(
                 _problem(
                     col,
-                    f"{c} is not null and try_cast({c} as {sql_type}) is null",
+                    f"{c} is not null and not regexp_full_match({c}, '{pattern}')",
                     "not_a_number",
                     f"not {'an integer' if col.kind == 'integer' else 'a number'}",
                 )
@@ -177,7 +181,8 @@ def _row_rules(spec: ExtractFile, extract_date: str) -> list[str]:
             rules.append(
                 _problem(
                     col,
-                    f"try_cast({c} as {sql_type}) not between {col.low} and {col.high}",
+                    f"regexp_full_match({c}, '{pattern}') "
+                    f"and cast({c} as {sql_type}) not between {col.low} and {col.high}",
                     "out_of_range",
                     f"outside {col.low:g}-{col.high:g}",
                 )

@@ -1,4 +1,4 @@
-"""The nightly flow: ingest -> dbt build -> validate -> analyze -> report -> publish."""
+"""The nightly flow: ingest -> dbt build -> data quality -> analyze -> report -> publish."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ from cryoreg import (
     analyze,
     artifacts,
     config,
+    contracts,
+    expectations,
     ingest,
     publish,
+    quality,
     report,
     transform,
     validate,
@@ -98,12 +101,30 @@ def transform_stage(work: Path, key: str, run_id: str) -> transform.DbtSummary:
     return summary
 
 
-@task(name="validate marts", cache_policy=NO_CACHE)
+@task(name="data quality", cache_policy=NO_CACHE)
 @detached
-def validate_stage(work: Path) -> list[str]:
-    """Check the fixed marts against their pandera schemas."""
-    with duckdb.connect(str(work), read_only=True) as con:
-        return validate.validate_marts(con)
+def quality_stage(
+    work: Path, run_id: str, dbt_summary: transform.DbtSummary, staged_out: Path
+) -> dict:
+    """Record every check of the night in audit.check_results; fail on a fatal one."""
+    logger = get_run_logger()
+    with duckdb.connect(str(work)) as con:
+        validate.assert_no_identifying_columns(con)
+        known = quality.load_known_exceptions()
+        limit = config.quarantine_limit()
+        for results in (
+            quality.ingest_results(con, run_id, limit),
+            quality.dbt_results(dbt_summary.results),
+            contracts.check_extracts(con, run_id),
+            contracts.check_marts(con),
+            expectations.run_suites(con, run_id, staged_out / "data_docs"),
+        ):
+            quality.record(con, run_id, results, known)
+        status = quality.run_status(con, run_id)
+    for line in status["warnings"]:
+        logger.warning("data quality: %s", line)
+    quality.raise_for_fatal(status)
+    return status
 
 
 @task(name="analyze", cache_policy=NO_CACHE)
@@ -191,9 +212,10 @@ def nightly(
     try:
         loaded = ingest_stage(work, paths.extracts, run_id)
         dbt_summary = transform_stage(work, key, run_id)
-        validate_stage(work)
+        data_quality = quality_stage(work, run_id, dbt_summary, staged_out)
         metrics = analyze_stage(work)
         metrics["run"] = run_block(loaded, run_id, started)
+        metrics["run"]["data_quality"] = data_quality
         metrics["run"]["dbt"] = {
             "nodes": dbt_summary.nodes,
             "passed": dbt_summary.passed,

@@ -47,8 +47,19 @@ def render(result: dict, seconds: float) -> str:
         f"any / major AE         {proportion_text(ae['any'])} / {proportion_text(ae['major'])}",
         f"log-rank (LTP-free)    p {p_text(metrics['ltp_free_survival'].get('logrank_p'))}",
         "",
+        data_quality_line(metrics.get("run", {}).get("data_quality")),
         f"warehouse  {result['warehouse']}",
     ]
     lines += [f"output     {p}" for p in result["published"]]
     lines.append(f"finished in {seconds:.1f} s")
     return "\n".join(lines)
+
+
+def data_quality_line(status: dict | None) -> str:
+    if not status:
+        return "data quality: not checked"
+    line = (
+        f"data quality: {status['status']} ({status['passed']} of {status['checks']} checks "
+        f"passed, {len(status['warnings'])} warning(s)); see audit.check_results"
+    )
+    return "\n".join([line, *(f"  warn: {w}" for w in status["warnings"])])

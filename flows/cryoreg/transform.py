@@ -57,6 +57,9 @@ def dbt_build(warehouse: Path, pseudonym_key: str, run_id: str) -> DbtSummary:
                 "failures": failures,
                 "execution_time": res.execution_time,
                 "message": res.message,
+                "severity": getattr(getattr(node, "config", None), "severity", None),
+                "tags": list(getattr(node, "tags", []) or []),
+                "attached_node": getattr(node, "attached_node", None),
             }
         )
         if status in ("success", "pass"):

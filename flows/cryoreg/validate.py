@@ -1,7 +1,7 @@
-"""Validate: the fixed marts against pandera contracts (types, keys, codes, cross-column logic).
+"""Validate: pandera contracts of the fixed marts (types, keys, codes, cross-column logic).
 
-The marts are read through Arrow into polars (no pandas copy) and checked lazily, so every
-failing check is reported in one pass.
+contracts.check_marts runs them (Arrow into polars, lazily, every failing check in one pass) and
+records each check in audit.check_results.
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ MART_SCHEMAS: dict[str, pa.DataFrameSchema] = {
 FORBIDDEN_COLUMNS = ("mrn", "name", "birth")
 
 
-def validate_marts(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Validate every fixed mart; returns one line per passed mart, raises on the first failure."""
+def assert_no_identifying_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """No marts column may be named like an identifier (MRN, name, birth date)."""
     identifying = con.execute(
         "select table_name || '.' || column_name from information_schema.columns "
         "where table_schema = 'marts' and ("
@@ -146,21 +146,3 @@ def validate_marts(con: duckdb.DuckDBPyConnection) -> list[str]:
         raise MartValidationError(
             f"marts hold identifying column(s): {', '.join(c for (c,) in identifying)}"
         )
-    report = []
-    for table, schema in MART_SCHEMAS.items():
-        frame = pl.from_arrow(con.sql(f"select * from marts.{table}").to_arrow_table())
-        try:
-            schema.validate(frame, lazy=True)
-        except (pa.errors.SchemaErrors, pa.errors.SchemaError) as exc:
-            raise MartValidationError(f"marts.{table}: {_first_failure(exc)}") from exc
-        report.append(f"marts.{table}: {frame.height} rows pass {len(schema.columns)} columns")
-    return report
-
-
-def _first_failure(exc: Exception) -> str:
-    cases = getattr(exc, "failure_cases", None)
-    if cases is None or len(cases) == 0:
-        return str(exc).splitlines()[0]
-    row = cases.row(0, named=True) if isinstance(cases, pl.DataFrame) else dict(cases.iloc[0])
-    more = f" ({len(cases)} failure cases)" if len(cases) > 1 else ""
-    return f"check {row.get('check')} failed on column {row.get('column')}{more}"

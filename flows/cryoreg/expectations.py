@@ -1,0 +1,550 @@
+"""Great Expectations: the steward's suites (expectations/*.yml) run as checkpoints.
+
+GE 1.x cannot read DuckDB through SQLAlchemy here, so it gets pandas frames: the (small) marts
+and the night's delta (raw rows this run loaded), never all history. Frames are de-identified
+before GE sees them (only the columns a suite names; deltas carry no MRN, name, free text or
+dates, only intervals), and results keep no failing values, so Data Docs cannot show
+identifying data. Data Docs are built into a given folder and rewritten to render offline (no
+CDN stylesheets, scripts or images), as they must inside a hospital network.
+
+great_expectations is imported inside functions: it takes seconds to import.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from cryoreg import quality
+from cryoreg.quality import EXPECTATIONS_DIR, CheckResult
+from cryoreg.registry import BY_ENTITY, ExtractFile
+
+RESULT_FORMAT = {
+    "result_format": "SUMMARY",
+    "partial_unexpected_count": 0,  # never render failing values in Data Docs
+    "include_unexpected_rows": False,
+}
+SITE = "cryoreg"
+
+
+class SuiteFileError(RuntimeError):
+    """A suite file a steward edited is malformed."""
+
+
+@dataclass
+class Suite:
+    """One reviewed suite file: its target frame and its expectations (type, kwargs, meta)."""
+
+    target: str
+    description: str
+    expectations: list[dict] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        cols = []
+        for exp in self.expectations:
+            for key in ("column", "column_A", "column_B"):
+                if key in exp["kwargs"] and exp["kwargs"][key] not in cols:
+                    cols.append(exp["kwargs"][key])
+            cols += [c for c in exp["kwargs"].get("column_list", []) if c not in cols]
+        return cols
+
+
+def _supports_mostly(kind: str) -> bool:
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    impl = get_expectation_impl(kind)
+    fields = getattr(impl, "model_fields", None) or getattr(impl, "__fields__", {})
+    return "mostly" in fields
+
+
+def check_name(target: str, exp: dict) -> str:
+    """meta.name when given, else '<target>.<column>:<expectation without expect_>'."""
+    if exp["meta"].get("name"):
+        return str(exp["meta"]["name"])
+    short = exp["type"].removeprefix("expect_")
+    column = exp["kwargs"].get("column")
+    return f"{target}.{column}:{short}" if column else f"{target}:{short}"
+
+
+def load_suites(folder: Path = EXPECTATIONS_DIR) -> list[Suite]:
+    """Read and check every suite file; `mostly` comes from meta.threshold, never kwargs."""
+    import yaml
+
+    suites = []
+    for path in sorted(folder.glob("*.yml")):
+        if path.name == quality.KNOWN_EXCEPTIONS_FILE:
+            continue
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        target = data.get("target") or path.stem
+        suite = Suite(target, str(data.get("description", "")), path=path)
+        names = set()
+        for i, raw in enumerate(data.get("expectations") or [], 1):
+            where = f"{path.name}: expectation {i}"
+            exp = {
+                "type": raw.get("type"),
+                "kwargs": dict(raw.get("kwargs") or {}),
+                "meta": dict(raw.get("meta") or {}),
+            }
+            meta = exp["meta"]
+            if not exp["type"]:
+                raise SuiteFileError(f"{where}: no type")
+            if meta.get("category") not in quality.CATEGORIES:
+                raise SuiteFileError(f"{where}: meta.category must be one of {quality.CATEGORIES}")
+            if meta.get("severity") not in quality.SEVERITIES:
+                raise SuiteFileError(f"{where}: meta.severity must be one of {quality.SEVERITIES}")
+            if "mostly" in exp["kwargs"]:
+                raise SuiteFileError(f"{where}: give meta.threshold, not kwargs.mostly")
+            threshold = float(meta.get("threshold", 0.0))
+            if not 0.0 <= threshold < 1.0:
+                raise SuiteFileError(f"{where}: meta.threshold must be in [0, 1)")
+            try:
+                mostly = _supports_mostly(exp["type"])
+            except Exception as exc:  # GE raises its own not-found error
+                raise SuiteFileError(f"{where}: unknown expectation {exp['type']}") from exc
+            if mostly:
+                meta["threshold"] = threshold
+                if threshold > 0:
+                    exp["kwargs"]["mostly"] = round(1.0 - threshold, 10)
+            elif "threshold" in meta:
+                raise SuiteFileError(f"{where}: {exp['type']} takes no threshold")
+            else:
+                meta["threshold"] = None
+            name = check_name(target, exp)
+            if name in names:
+                raise SuiteFileError(f"{where}: check name {name} is used twice (set meta.name)")
+            names.add(name)
+            meta["name"] = name
+            suite.expectations.append(exp)
+        suites.append(suite)
+    return suites
+
+
+# ---------------------------------------------------------------- frames GE may see
+
+
+def _canonical(column) -> str:
+    """A code column in its canonical spelling (`ct` -> `CT`), as staging stores it."""
+    cases = " ".join(
+        f"when '{code.lower()}' then '{code}'" for code in column.codes if "'" not in code
+    )
+    return f"case lower(r.{column.name}) {cases} end"
+
+
+def _days(later: str, earlier: str) -> str:
+    return f"date_diff('day', try_cast({earlier} as date), try_cast({later} as date))"
+
+
+def _live(entity: str) -> str:
+    spec = BY_ENTITY[entity]
+    return f"""(select * from raw.{entity}
+        qualify row_number() over (partition by {spec.id_column}
+                                   order by _extract_date desc, _source_line desc) = 1
+                and coalesce(lower(record_status), '') <> 'deleted')"""
+
+
+# entity -> (joins, derived columns): intervals instead of dates, no identifiers
+_DERIVED: dict[str, tuple[str, dict[str, str]]] = {
+    "patients": (
+        "",
+        {
+            "age_at_extract_years": (
+                "date_diff('day', try_cast(r.birth_date as date), r._extract_date) / 365.25"
+            ),
+            "vital_status_recorded": (
+                "r.death_date is not null or r.last_contact_date is not null"
+            ),
+        },
+    ),
+    "procedures": (
+        f"left join {_live('patients')} p on r.patient_mrn = p.patient_mrn",
+        {
+            "age_at_procedure_years": f"{_days('r.procedure_date', 'p.birth_date')} / 365.25",
+            "procedure_year": "year(try_cast(r.procedure_date as date))",
+        },
+    ),
+    "imaging": (
+        f"left join {_live('tumors')} t on r.tumor_id = t.tumor_id "
+        f"left join {_live('procedures')} pr on t.procedure_id = pr.procedure_id",
+        {"days_after_procedure": _days("r.imaging_date", "pr.procedure_date")},
+    ),
+    "adverse_events": (
+        f"left join {_live('procedures')} pr on r.procedure_id = pr.procedure_id",
+        {"onset_day": _days("r.onset_date", "pr.procedure_date")},
+    ),
+}
+
+# text columns that are neither identifiers nor free text
+_SAFE_TEXT = {"histology"}
+
+
+def delta_sql(spec: ExtractFile) -> str:
+    """The night's rows of one file, typed and de-identified (deleted ids left out)."""
+    cols = []
+    for col in spec.columns:
+        if col.kind == "code":
+            cols.append(f"{_canonical(col)} as {col.name}")
+        elif col.kind == "integer":
+            cols.append(f"try_cast(r.{col.name} as bigint) as {col.name}")
+        elif col.kind == "number":
+            cols.append(f"try_cast(r.{col.name} as double) as {col.name}")
+        elif col.kind == "text" and col.name in _SAFE_TEXT:
+            cols.append(f"lower(r.{col.name}) as {col.name}")
+    joins, derived = _DERIVED.get(spec.entity, ("", {}))
+    cols += [f"{expr} as {name}" for name, expr in derived.items()]
+    return f"""select {", ".join(cols)} from raw.{spec.entity} r {joins}
+        where r._run_id = $run_id and coalesce(lower(r.record_status), '') <> 'deleted'"""
+
+
+def target_frame(con: duckdb.DuckDBPyConnection, target: str, run_id: str, columns: list[str]):
+    """A pandas frame of one target holding only the columns its suite names."""
+    schema, table = target.split(".", 1)
+    if schema == "marts":
+        source, params = f"marts.{table}", None
+    elif schema == "delta" and table in BY_ENTITY:
+        source, params = f"({delta_sql(BY_ENTITY[table])})", {"run_id": run_id}
+    else:
+        raise SuiteFileError(f"unknown target {target} (marts.<table> or delta.<file>)")
+    select = ", ".join(f'"{c}"' for c in columns) if columns else "1 as _row"
+    return con.sql(f"select {select} from {source} as t", params=params).df()
+
+
+# ---------------------------------------------------------------- running GE
+
+
+def _context(docs: Path):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        data_docs_sites={
+            SITE: {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs),
+                },
+            }
+        },
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+    )
+    return gx.get_context(project_config=config, mode="ephemeral")
+
+
+def _row_count_bounds(con, run_id: str, exp: dict) -> tuple[int, int] | None:
+    """min/max rows allowed from the previous run's count and the suite's tolerances."""
+    change = exp["meta"]["versus_previous_run"]
+    previous = quality.previous_observation(con, exp["meta"]["name"], run_id)
+    if previous is None:
+        return None
+    low = math.floor(previous * (1 - float(change.get("max_drop", 0.0))))
+    high = math.ceil(previous * (1 + float(change.get("max_growth", 0.0))))
+    return low, high
+
+
+def _not_applicable(suite: Suite, exp: dict, why: str, observed=None) -> CheckResult:
+    details = {"reason": why}
+    if observed is not None:
+        details["observed_value"] = observed
+    return CheckResult(
+        check_name=exp["meta"]["name"],
+        tool="great_expectations",
+        category=exp["meta"]["category"],
+        severity=exp["meta"]["severity"],
+        threshold=exp["meta"]["threshold"],
+        status="not_applicable",
+        target=suite.target,
+        details=details,
+    )
+
+
+def _to_result(suite: Suite, exp_meta: dict, kind: str, res) -> CheckResult:
+    """A GE validation result as a check result (GE's own verdict decides the status)."""
+    outcome = res.result or {}
+    raised = (res.exception_info or {}).get("raised_exception", False)
+    failing = outcome.get("unexpected_count")
+    checked = outcome.get("element_count")
+    if checked is not None and kind != "expect_column_values_to_not_be_null":
+        checked -= outcome.get("missing_count") or 0
+    details = {"expectation": kind}
+    if "observed_value" in outcome and outcome["observed_value"] is not None:
+        details["observed_value"] = outcome["observed_value"]
+    if raised:
+        details["message"] = str((res.exception_info or {}).get("exception_message"))[:300]
+    if exp_meta.get("row_count_bounds"):
+        details["allowed"] = exp_meta["row_count_bounds"]
+    return CheckResult(
+        check_name=exp_meta["name"],
+        tool="great_expectations",
+        category=exp_meta["category"],
+        severity=exp_meta["severity"],
+        threshold=exp_meta["threshold"],
+        failing_rows=failing,
+        checked_rows=checked,
+        status="error" if raised else "passed" if res.success else "failed",
+        target=suite.target,
+        details=details,
+    )
+
+
+def run_suites(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    docs_dir: Path,
+    folder: Path = EXPECTATIONS_DIR,
+    frames: dict | None = None,
+) -> list[CheckResult]:
+    """Run every suite as a checkpoint and build offline Data Docs into docs_dir.
+
+    `frames` ({target: pandas frame}) replaces the frames read from the warehouse (tests).
+    """
+    import great_expectations as gx
+    from great_expectations.core.expectation_suite import ExpectationSuite
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    suites = load_suites(folder)
+    exceptions = quality.load_known_exceptions(folder / quality.KNOWN_EXCEPTIONS_FILE)
+    results: list[CheckResult] = []
+    with tempfile.TemporaryDirectory(prefix="cryoreg-gx-") as tmp:
+        site = Path(tmp) / "site"
+        ctx = _context(site)
+        source = ctx.data_sources.add_pandas("cryoreg")
+        ran = False
+        for suite in suites:
+            frame = (frames or {}).get(suite.target)
+            if frame is None:
+                frame = target_frame(con, suite.target, run_id, suite.columns)
+            if suite.target.startswith("delta.") and frame.empty:
+                results += [
+                    _not_applicable(suite, e, "no rows loaded this run") for e in suite.expectations
+                ]
+                continue
+            configs = []
+            for exp in suite.expectations:
+                meta, kwargs = dict(exp["meta"]), dict(exp["kwargs"])
+                if "versus_previous_run" in meta:
+                    bounds = _row_count_bounds(con, run_id, exp)
+                    if bounds is None:
+                        results.append(_not_applicable(suite, exp, "no previous run", len(frame)))
+                        continue
+                    kwargs["min_value"], kwargs["max_value"] = bounds
+                    meta["row_count_bounds"] = list(bounds)
+                configs.append(ExpectationConfiguration(type=exp["type"], kwargs=kwargs, meta=meta))
+            gx_suite = ctx.suites.add(
+                ExpectationSuite(
+                    name=suite.target,
+                    expectations=configs,
+                    meta={"notes": suite.description} if suite.description else None,
+                )
+            )
+            batch = source.add_dataframe_asset(suite.target).add_batch_definition_whole_dataframe(
+                "night"
+            )
+            definition = ctx.validation_definitions.add(
+                gx.ValidationDefinition(name=suite.target, data=batch, suite=gx_suite)
+            )
+            checkpoint = ctx.checkpoints.add(
+                gx.Checkpoint(
+                    name=f"cryoreg {suite.target}",
+                    validation_definitions=[definition],
+                    actions=[],
+                    result_format=RESULT_FORMAT,
+                )
+            )
+            run = checkpoint.run(batch_parameters={"dataframe": frame})
+            ran = True
+            for validation in run.run_results.values():
+                for res in validation.results:
+                    cfg = res.expectation_config
+                    results.append(_to_result(suite, cfg.meta, cfg.type, res))
+        if ran:
+            ctx.build_data_docs(site_names=[SITE])
+        site.mkdir(parents=True, exist_ok=True)
+        make_offline(site)
+        (site / "index.html").write_text(
+            index_page(site, suites, results, run_id, exceptions), "utf-8"
+        )
+        if docs_dir.exists():
+            shutil.rmtree(docs_dir)
+        shutil.copytree(site, docs_dir)
+    return results
+
+
+def _link(site: Path, pattern: str) -> str | None:
+    found = sorted(site.glob(pattern))
+    return found[-1].relative_to(site).as_posix() if found else None
+
+
+def index_page(
+    site: Path, suites: list[Suite], results: list[CheckResult], run_id: str, exceptions: dict
+) -> str:
+    """A static index (GE's own index draws its tables with CDN scripts)."""
+    esc = html.escape
+    rows, problems = [], []
+    for suite in suites:
+        mine = [r for r in results if r.target == suite.target]
+        count = {s: sum(r.status == s for r in mine) for s in quality.STATUSES}
+        fatal = sum(
+            r.status in ("failed", "error")
+            and r.severity == "fatal"
+            and not quality.active_exception(exceptions, r.check_name)
+            for r in mine
+        )
+        status = (
+            "not applicable"
+            if count["not_applicable"] == len(mine)
+            else "failed"
+            if fatal
+            else "warn"
+            if count["failed"] + count["error"]
+            else "passed"
+        )
+        path = suite.target.replace(".", "/")
+        validation = _link(site, f"validations/{path}/**/*.html")
+        expectations = _link(site, f"expectations/{path}.html")
+        links = " ".join(
+            f'<a href="{esc(href)}">{label}</a>'
+            for href, label in ((validation, "result"), (expectations, "suite"))
+            if href
+        )
+        rows.append(
+            f"<tr><td>{esc(suite.target)}</td><td class='{status.split()[0]}'>{status}</td>"
+            f"<td>{len(mine)}</td><td>{count['passed']}</td>"
+            f"<td>{count['failed'] + count['error']}</td><td>{count['not_applicable']}</td>"
+            f"<td>{links}</td></tr>"
+        )
+        for r in mine:
+            if r.status == "passed":
+                continue
+            known = quality.active_exception(exceptions, r.check_name)
+            severity = f"warn (known exception: {esc(known.reason)})" if known else r.severity
+            failing = "" if r.failing_rows is None else f"{r.failing_rows} of {r.checked_rows}"
+            threshold = "" if r.threshold is None else f"{r.threshold:.1%}"
+            note = r.details.get("reason") or r.details.get("message") or ""
+            problems.append(
+                f"<tr><td>{esc(r.check_name)}</td><td>{r.status}</td><td>{severity}</td>"
+                f"<td>{r.category}</td><td>{failing}</td><td>{threshold}</td>"
+                f"<td>{esc(str(note))}</td></tr>"
+            )
+    problem_table = (
+        "<table><thead><tr><th>check</th><th>status</th><th>severity</th><th>category</th>"
+        "<th>failing rows</th><th>tolerated</th><th>note</th></tr></thead><tbody>"
+        + "".join(problems)
+        + "</tbody></table>"
+        if problems
+        else "<p>Every expectation passed.</p>"
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>cryoreg Data Docs</title>
+<style>{OFFLINE_CSS}
+td.passed{{color:#2b8a3e}}td.failed{{color:#c92a2a;font-weight:600}}td.warn{{color:#b35c00}}
+</style></head>
+<body><div class="container">
+<h1>Data quality: Great Expectations</h1>
+<p>Run <code>{esc(run_id)}</code>. Suites are the reviewed files in <code>expectations/</code>;
+marts are validated whole, raw files only for the rows this run loaded (de-identified).
+Every check of the run (pandera, dbt, ingest too) is in <code>audit.check_results</code>.</p>
+<table><thead><tr><th>target</th><th>status</th><th>expectations</th><th>passed</th>
+<th>failed</th><th>not applicable</th><th>details</th></tr></thead>
+<tbody>{"".join(rows)}</tbody></table>
+<h2>Checks that did not pass</h2>
+{problem_table}
+</div></body></html>
+"""
+
+
+# ---------------------------------------------------------------- offline Data Docs
+
+_REMOTE = r"""(?:https?:)?//[^"'\s>)]+"""
+_REMOTE_TAGS = [
+    re.compile(rf"""<link\b[^>]*href=["']{_REMOTE}["'][^>]*/?>""", re.I),
+    re.compile(rf"""<script\b[^>]*src=["']{_REMOTE}["'][^>]*>\s*</script>""", re.I),
+    re.compile(rf"""<img\b[^>]*src=["']{_REMOTE}["'][^>]*/?>""", re.I),
+]
+_SCRIPTS = re.compile(r"<script\b[^>]*>.*?</script>", re.I | re.S)
+_FORMS = re.compile(r"<form\b[^>]*>.*?</form>|<footer\b[^>]*>.*?</footer>", re.I | re.S)
+_REMOTE_ATTR = re.compile(rf"""\s(?:href|src|action)=["']{_REMOTE}["']""", re.I)
+_REMOTE_CSS_URL = re.compile(rf"""url\(\s*["']?{_REMOTE}["']?\s*\)""", re.I)
+_URL_TEXT = re.compile(r"https?://[^\s\"'<>)]+", re.I)
+
+OFFLINE_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#212529;
+margin:0;background:#fff}
+a{color:#0b5cad}.container,.container-fluid{padding:16px 24px;box-sizing:border-box}
+.row{display:flex;flex-wrap:wrap;margin:0 -8px}[class*="col-"]{padding:0 8px;box-sizing:border-box;
+flex:1 1 100%}
+@media (min-width:768px){.col-md-2{flex:0 0 18%;max-width:18%}.col-md-10{flex:0 0 82%;
+max-width:82%}.col-md-4{flex:0 0 33%}.col-md-6{flex:0 0 50%}.col-md-8{flex:0 0 66%}}
+.navbar{display:flex;align-items:center;gap:16px;padding:8px 24px;border-bottom:1px solid #dee2e6;
+background:#f8f9fa}.navbar-brand{font-weight:600}.nav,.breadcrumb{list-style:none;padding:0;
+margin:0;display:flex;gap:12px;flex-wrap:wrap}
+.sticky{position:sticky;top:8px}.d-none{display:none}.collapse,.fade,.tab-pane{display:block;
+opacity:1}
+table,.table{border-collapse:collapse;width:100%;margin:8px 0}th,td{border:1px solid #dee2e6;
+padding:4px 8px;text-align:left;vertical-align:top}thead th{background:#f1f3f5}
+.card{border:1px solid #dee2e6;border-radius:6px;margin:12px 0}.card-header{padding:8px 12px;
+background:#f8f9fa;border-bottom:1px solid #dee2e6;font-weight:600}.card-body{padding:8px 12px}
+.alert{padding:8px 12px;border-radius:4px;margin:8px 0}.alert-secondary{background:#eef0f2}
+.badge{display:inline-block;padding:1px 6px;border-radius:8px;background:#6c757d;color:#fff;
+font-size:12px}.badge-danger{background:#c92a2a}.badge-success{background:#2b8a3e}
+.badge-info{background:#1971c2}
+.btn{display:inline-block;padding:3px 10px;border:1px solid #adb5bd;border-radius:4px;
+text-decoration:none;color:#212529;background:#f8f9fa}
+.text-danger{color:#c92a2a}.text-success{color:#2b8a3e}.ge-section{margin-bottom:24px}
+.cooltip .top{display:none}.cooltip:hover .top{display:block}
+.fas,.fa{font-style:normal;font-weight:700}.fa-check-circle::before{content:"\\2714";
+color:#2b8a3e}.fa-times::before{content:"\\2718";color:#c92a2a}
+.fa-question-circle::before{content:"?"}.fa-exclamation-triangle::before{content:"!"}
+"""
+
+
+def make_offline(folder: Path) -> None:
+    """Strip CDN assets and remote links from Data Docs; add a small inline stylesheet.
+
+    Pages become static HTML (no script needed): collapsed sections are shown open.
+    """
+    style = f"<style>{OFFLINE_CSS}</style>"
+    for page in folder.rglob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        for pattern in _REMOTE_TAGS:
+            html = pattern.sub("", html)
+        html = _SCRIPTS.sub("", html)
+        html = _FORMS.sub("", html)
+        html = _REMOTE_ATTR.sub("", html)
+        html = _URL_TEXT.sub("", html)
+        html = html.replace("</head>", f"{style}</head>", 1)
+        page.write_text(html, encoding="utf-8")
+    for sheet in folder.rglob("*.css"):
+        css = sheet.read_text(encoding="utf-8")
+        sheet.write_text(_URL_TEXT.sub("", _REMOTE_CSS_URL.sub("none", css)), encoding="utf-8")
+    for image in folder.rglob("*.svg"):
+        svg = image.read_text(encoding="utf-8")
+        image.write_text(re.sub(r"<a\b[^>]*>|</a>", "", svg), encoding="utf-8")
+
+
+def remote_references(folder: Path) -> list[str]:
+    """Every http(s) or protocol-relative asset or link left in Data Docs pages and styles."""
+    found = []
+    pattern = re.compile(r"""(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}""", re.I)
+    for path in [*folder.rglob("*.html"), *folder.rglob("*.css")]:
+        text = path.read_text(encoding="utf-8")
+        found += [f"{path.relative_to(folder)}: {m}" for m in pattern.findall(text)]
+    return found

@@ -1,0 +1,391 @@
+"""Data quality: one table of check results for every tool, kept across nights.
+
+pandera contracts, Great Expectations suites, dbt tests and ingest's quarantine all land in
+`audit.check_results`, so a steward reads one place for trends, and the run summary and the
+report take the night's data-quality status from it. A failing check listed in the reviewed
+file expectations/known_exceptions.yml is recorded as a warning, never silenced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from cryoreg.config import PROJECT_ROOT
+from cryoreg.registry import FILES
+
+EXPECTATIONS_DIR = Path(os.environ.get("CRYOREG_EXPECTATIONS_DIR", PROJECT_ROOT / "expectations"))
+KNOWN_EXCEPTIONS_FILE = "known_exceptions.yml"
+
+TOOLS = ("pandera", "great_expectations", "dbt", "ingest")
+CATEGORIES = ("conformance", "completeness", "plausibility")
+SEVERITIES = ("fatal", "warn")
+STATUSES = ("passed", "failed", "error", "not_applicable")
+
+# ingest's reason codes (ingest.py) -> category of the Kahn et al. data-quality framework
+REASON_CATEGORY = {
+    "missing_required": "completeness",
+    "bad_date": "conformance",
+    "not_a_number": "conformance",
+    "unknown_code": "conformance",
+    "out_of_range": "conformance",
+    "duplicate_id": "conformance",
+    "orphan": "conformance",
+    "future_date": "plausibility",
+    "impossible_date": "plausibility",
+}
+
+
+class DataQualityError(RuntimeError):
+    """A fatal data-quality check failed: the run must not publish."""
+
+
+class KnownExceptionsError(RuntimeError):
+    """The known-exceptions file is malformed; a steward must fix it before a run."""
+
+
+@dataclass
+class CheckResult:
+    """One check's verdict for one run; status is derived from the counts when not given."""
+
+    check_name: str
+    tool: str
+    category: str
+    severity: str
+    threshold: float | None = 0.0  # share of failing rows tolerated
+    failing_rows: int | None = None
+    checked_rows: int | None = None
+    status: str | None = None
+    target: str = ""
+    details: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for value, allowed in (
+            (self.tool, TOOLS),
+            (self.category, CATEGORIES),
+            (self.severity, SEVERITIES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{self.check_name}: {value!r} is not one of {allowed}")
+        if self.status is None:
+            self.status = judge(self.failing_rows, self.checked_rows, self.threshold)
+        if self.status not in STATUSES:
+            raise ValueError(f"{self.check_name}: status {self.status!r} is not one of {STATUSES}")
+
+
+def judge(failing: int | None, checked: int | None, threshold: float | None) -> str:
+    """passed / failed from failing rows versus the tolerated share of checked rows."""
+    if failing is None:
+        return "error"
+    if not failing:
+        return "passed"
+    if checked:
+        return "failed" if failing / checked > (threshold or 0.0) else "passed"
+    return "failed"
+
+
+@dataclass(frozen=True)
+class KnownException:
+    check: str
+    reason: str
+    reviewer: str
+    reviewed: str
+    expires: str | None = None
+
+    def active(self, today: date) -> bool:
+        return self.expires is None or date.fromisoformat(self.expires) >= today
+
+
+def load_known_exceptions(path: Path | None = None) -> dict[str, KnownException]:
+    """The reviewed exceptions, by check name; every entry needs reason, reviewer and date."""
+    import yaml
+
+    path = path or EXPECTATIONS_DIR / KNOWN_EXCEPTIONS_FILE
+    if not path.exists():
+        return {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    entries = data.get("exceptions") or []
+    found: dict[str, KnownException] = {}
+    for i, entry in enumerate(entries, 1):
+        missing = [k for k in ("check", "reason", "reviewer", "date") if not entry.get(k)]
+        if missing:
+            raise KnownExceptionsError(f"{path.name}: entry {i} lacks {', '.join(missing)}")
+        try:
+            reviewed = date.fromisoformat(str(entry["date"])).isoformat()
+            expires = entry.get("expires")
+            expires = date.fromisoformat(str(expires)).isoformat() if expires else None
+        except ValueError as exc:
+            raise KnownExceptionsError(f"{path.name}: entry {i}: {exc}") from exc
+        found[str(entry["check"])] = KnownException(
+            str(entry["check"]), str(entry["reason"]), str(entry["reviewer"]), reviewed, expires
+        )
+    return found
+
+
+def active_exception(exceptions: dict[str, KnownException], name: str) -> KnownException | None:
+    """The reviewed, unexpired exception for a check, if any."""
+    known = exceptions.get(name)
+    return known if known and known.active(date.today()) else None
+
+
+def ensure_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Create audit.check_results on first use; it is never truncated (trends across nights)."""
+    con.execute("create schema if not exists audit")
+    con.execute(
+        """create table if not exists audit.check_results (
+            run_id varchar not null, checked_at timestamp not null, check_name varchar not null,
+            tool varchar not null, target varchar, category varchar not null,
+            severity varchar not null, declared_severity varchar not null, threshold double,
+            failing_rows bigint, checked_rows bigint, status varchar not null,
+            known_exception varchar, details json)"""
+    )
+
+
+def record(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    results: Iterable[CheckResult],
+    exceptions: dict[str, KnownException] | None = None,
+) -> list[CheckResult]:
+    """Append results to audit.check_results, downgrading listed known exceptions to warn."""
+    ensure_table(con)
+    exceptions = load_known_exceptions() if exceptions is None else exceptions
+    rows, kept = [], []
+    for res in results:
+        declared, note = res.severity, None
+        known = active_exception(exceptions, res.check_name)
+        if known and res.status in ("failed", "error"):
+            res.severity = "warn"
+            note = f"{known.reason} (reviewed by {known.reviewer}, {known.reviewed})"
+        rows.append(
+            [
+                run_id,
+                res.check_name,
+                res.tool,
+                res.target,
+                res.category,
+                res.severity,
+                declared,
+                res.threshold,
+                res.failing_rows,
+                res.checked_rows,
+                res.status,
+                note,
+                json.dumps(res.details, default=str, sort_keys=True),
+            ]
+        )
+        kept.append(res)
+    if rows:
+        con.executemany(
+            "insert into audit.check_results values "
+            "(?, current_timestamp, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    return kept
+
+
+def previous_observation(con: duckdb.DuckDBPyConnection, check_name: str, run_id: str):
+    """The observed value a check recorded in the latest earlier run (None on the first)."""
+    ensure_table(con)
+    rows = con.execute(
+        """select (details -> 'observed_value')::varchar from audit.check_results
+        where check_name = ? and run_id <> ? and (details -> 'observed_value') is not null
+        order by checked_at desc limit 1""",
+        [check_name, run_id],
+    ).fetchall()
+    return json.loads(rows[0][0]) if rows else None
+
+
+def ingest_results(
+    con: duckdb.DuckDBPyConnection, run_id: str, quarantine_limit: float
+) -> list[CheckResult]:
+    """One check per file loaded this run and per reason code that applies to it.
+
+    Failing rows are that file's rows quarantined for the reason (first reason of a row);
+    the threshold is the configured quarantine share.
+    """
+    read = con.execute(
+        "select file, sum(rows_read) from audit.file_accounting where run_id = ? group by all",
+        [run_id],
+    ).fetchall()
+    counts = {
+        (f, code): n
+        for f, code, n in con.execute(
+            """select file, reason_code, count(*) from quarantine.rejected_rows
+            where run_id = ? group by all""",
+            [run_id],
+        ).fetchall()
+    }
+    results = []
+    for file, rows_read in read:
+        entity = file.rsplit("/", 1)[-1].removesuffix(".csv")
+        codes = applicable_reasons(entity) | {c for f, c in counts if f == file}
+        for code in sorted(codes):
+            results.append(
+                CheckResult(
+                    check_name=f"raw.{entity}:quarantine_{code}",
+                    tool="ingest",
+                    category=REASON_CATEGORY.get(code, "conformance"),
+                    severity="fatal",
+                    threshold=quarantine_limit,
+                    failing_rows=counts.get((file, code), 0),
+                    checked_rows=int(rows_read),
+                    target=file,
+                    details={"reason_code": code, "file": file},
+                )
+            )
+    return results
+
+
+def applicable_reasons(entity: str) -> set[str]:
+    """Reason codes ingest can give a row of this file (from the registry declaration)."""
+    spec = next((f for f in FILES if f.entity == entity), None)
+    if spec is None:
+        return set()
+    kinds = {c.kind for c in spec.columns}
+    codes = {"missing_required", "duplicate_id"}
+    if "date" in kinds:
+        codes |= {"bad_date", "future_date"}
+    if "code" in kinds:
+        codes.add("unknown_code")
+    if kinds & {"integer", "number"}:
+        codes |= {"not_a_number", "out_of_range"}
+    if spec.parent:
+        codes.add("orphan")
+    if spec.date_order or entity == "patients":
+        codes.add("impossible_date")
+    return codes
+
+
+def _plain(value) -> str:
+    """dbt enums print as 'TestStatus.Pass' or 'pass' depending on version: keep the word."""
+    return str(value).rsplit(".", 1)[-1].lower()
+
+
+def dbt_category(name: str, tags: Iterable[str] = ()) -> str:
+    """A dbt test's category: an explicit tag wins, else the kind of generic test."""
+    for tag in tags:
+        if tag in CATEGORIES:
+            return tag
+    if name.startswith("not_null"):
+        return "completeness"
+    if name.startswith(
+        ("unique", "accepted_values", "relationships", "assert_marts_carry", "dbt_utils")
+    ):
+        return "conformance"
+    return "plausibility"
+
+
+def dbt_results(results: Iterable[dict]) -> list[CheckResult]:
+    """dbt data tests (and any failed node) from transform.DbtSummary.results.
+
+    Severity: a dict's 'severity' (node.config.severity) when present, else 'warn' for a
+    test that warned and 'fatal' otherwise (dbt's default severity is error). Optional keys
+    'tags' (a category tag wins) and 'attached_node' (the tested model) are used when given.
+    """
+    out = []
+    for res in results:
+        kind = _plain(res.get("resource_type", ""))
+        status = _plain(res.get("status", ""))
+        if kind != "test" and status not in ("error", "fail"):
+            continue  # models, unit tests of the SQL logic and exposures are not data checks
+        severity = _plain(res.get("severity") or ("warn" if status == "warn" else "error"))
+        mapped = {
+            "pass": "passed",
+            "success": "passed",
+            "warn": "failed",
+            "fail": "failed",
+            "error": "error",
+            "skipped": "not_applicable",
+            "no-op": "not_applicable",
+        }.get(status, "error")
+        failures = res.get("failures")
+        out.append(
+            CheckResult(
+                check_name=f"dbt:{res['name']}",
+                tool="dbt",
+                category=dbt_category(str(res["name"]), res.get("tags") or ()),
+                severity="warn" if severity == "warn" else "fatal",
+                threshold=0.0,
+                failing_rows=int(failures) if failures is not None else None,
+                status=mapped,
+                target=str(res.get("attached_node") or res.get("relation") or ""),
+                details={"message": str(res.get("message") or "")[:500], "resource_type": kind},
+            )
+        )
+    return out
+
+
+def run_results(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict]:
+    """Every check of one run as dicts (for the report, or a JSON file beside the outputs)."""
+    ensure_table(con)
+    cursor = con.execute(
+        "select * exclude (details), details::varchar as details from audit.check_results "
+        "where run_id = ? order by tool, check_name",
+        [run_id],
+    )
+    names = [d[0] for d in cursor.description]
+    return [
+        {**dict(zip(names, row, strict=True)), "details": json.loads(row[-1] or "{}")}
+        for row in cursor.fetchall()
+    ]
+
+
+def run_status(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+    """The run's data-quality status: counts per status, fatal failures and warnings."""
+    ensure_table(con)
+    rows = con.execute(
+        """select check_name, tool, severity, status, failing_rows, checked_rows, threshold,
+                  known_exception
+        from audit.check_results where run_id = ? order by tool, check_name""",
+        [run_id],
+    ).fetchall()
+    counts = {s: 0 for s in STATUSES}
+    fatal, warnings = [], []
+    for name, tool, severity, status, failing, checked, threshold, known in rows:
+        counts[status] += 1
+        if status not in ("failed", "error"):
+            continue
+        line = _describe(name, tool, status, failing, checked, threshold)
+        if known:
+            line += f" [known exception: {known}]"
+        (fatal if severity == "fatal" else warnings).append(line)
+    overall = "failed" if fatal else "warn" if warnings else "passed"
+    return {
+        "status": overall,
+        "checks": len(rows),
+        **counts,
+        "fatal": fatal,
+        "warnings": warnings,
+    }
+
+
+def _describe(name, tool, status, failing, checked, threshold) -> str:
+    if status == "error":
+        return f"{name} ({tool}): could not run"
+    if failing is None:
+        return f"{name} ({tool}) failed"
+    rows = f"{failing} of {checked} rows" if checked else f"{failing} rows"
+    limit = f", tolerated {threshold:.1%}" if threshold else ""
+    return f"{name} ({tool}): {rows} failing{limit}"
+
+
+def raise_for_fatal(status: dict) -> None:
+    """One line naming the first fatal check (and how many more) for the run's error."""
+    fatal = status["fatal"]
+    if fatal:
+        more = f" (and {len(fatal) - 1} more fatal)" if len(fatal) > 1 else ""
+        raise DataQualityError(f"data quality check failed: {fatal[0]}{more}")
+
+
+def summarize(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+    """run_status, raising DataQualityError when a fatal check failed."""
+    status = run_status(con, run_id)
+    raise_for_fatal(status)
+    return status
