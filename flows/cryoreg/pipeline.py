@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import subprocess
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,11 +40,14 @@ def detached(stage):
 
     @functools.wraps(stage)
     def run(*args, **kwargs):
-        get_run_logger().info("stage started: %s", task_run.task_name)
+        logger, began = get_run_logger(), time.perf_counter()
+        logger.info("stage started: %s", task_run.task_name)
         try:
-            return stage(*args, **kwargs)
+            result = stage(*args, **kwargs)
         except Exception as exc:
             raise exc.with_traceback(None) from None
+        logger.info("stage finished: %s in %.2f s", task_run.task_name, time.perf_counter() - began)
+        return result
 
     return run
 
