@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,24 @@ def write_extract(root: Path, folder: str, files: dict[str, str]) -> Path:
     for name, text in files.items():
         (target / name).write_text(text, encoding="utf-8")
     return target
+
+
+@dataclass(frozen=True)
+class PaperSite:
+    """A folder where the paper registry was synthesised, run once and documented."""
+
+    base: Path
+    run_stdout: str
+
+
+@pytest.fixture(scope="session")
+def paper_site(tmp_path_factory) -> PaperSite:
+    """`cryoreg synth --profile paper`, `cryoreg run`, `cryoreg docs`: shared, read-only.
+
+    Tests that use it belong to xdist group "paper" so one worker builds it once.
+    """
+    base = tmp_path_factory.mktemp("paper")
+    run_cryoreg("synth", "extracts", "--profile", "paper", cwd=base)
+    proc = run_cryoreg("run", cwd=base)
+    run_cryoreg("docs", cwd=base)
+    return PaperSite(base, proc.stdout)

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run_cryoreg
 
-pytestmark = pytest.mark.xdist_group("operations")
+pytestmark = pytest.mark.xdist_group("paper")
 
 
 def _outcomes(base) -> dict:
@@ -24,19 +24,16 @@ def _outcomes(base) -> dict:
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory):
-    """A paper registry, run once: the published warehouse every test starts from."""
-    base = tmp_path_factory.mktemp("published")
-    run_cryoreg("synth", "extracts", cwd=base)
-    run_cryoreg("run", cwd=base)
-    return base
+def published(paper_site):
+    """The paper registry, run once: the published warehouse every test starts from."""
+    return paper_site.base
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(published, tmp_path_factory):
     """The same two nights, run without interruption: what a recovered run must equal."""
     base = tmp_path_factory.mktemp("uninterrupted")
-    shutil.copytree(published, base, dirs_exist_ok=True)
+    shutil.copytree(published, base, dirs_exist_ok=True, ignore=shutil.ignore_patterns("dbt_docs"))
     _add_adverse_event(base)
     run_cryoreg("run", cwd=base)
     return base
@@ -49,7 +46,7 @@ def _event_count(base) -> int:
 
 @pytest.fixture
 def site(published, tmp_path):
-    shutil.copytree(published, tmp_path / "site")
+    shutil.copytree(published, tmp_path / "site", ignore=shutil.ignore_patterns("dbt_docs"))
     return tmp_path / "site"
 
 

@@ -18,12 +18,9 @@ pytestmark = pytest.mark.xdist_group("paper")
 
 
 @pytest.fixture(scope="module")
-def paper(tmp_path_factory):
-    base = tmp_path_factory.mktemp("paper")
-    run_cryoreg("synth", "extracts", "--profile", "paper", cwd=base)
-    proc = run_cryoreg("run", cwd=base)
-    metrics = json.loads((base / "out" / "metrics.json").read_text())
-    return base, metrics, proc
+def paper(paper_site):
+    metrics = json.loads((paper_site.base / "out" / "metrics.json").read_text())
+    return paper_site.base, metrics, paper_site.run_stdout
 
 
 def kn(p: dict) -> tuple[int, int]:
@@ -105,8 +102,8 @@ def test_run_block_traces_the_inputs(paper):
 
 
 def test_summary_and_outputs(paper):
-    base, _, proc = paper
-    assert "technique efficacy     231/258" in proc.stdout
+    base, _, stdout = paper
+    assert "technique efficacy     231/258" in stdout
     assert (base / "out" / "report.html").stat().st_size > 10_000
     assert not list(base.glob("warehouse/.*building*"))
 

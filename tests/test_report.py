@@ -45,7 +45,13 @@ select 't' || i as tumor_key, 'p' || ((i + 1) // 2) as procedure_key,
        i <= 36 as te_evaluable, case when i <= 36 then i % 9 <> 0 end as te_success,
        case when i <= 36 then (i <= 10 and i % 3 <> 0) or i % 5 = 0 end as ltp_event,
        case when i <= 36 then 0.3 + (i * 37 % 23) * 0.3 end as ltp_time_years,
-       case when i <= 36 then 0.8 + (i * 37 % 23) * 0.3 end as follow_up_years
+       case when i <= 36 then 0.8 + (i * 37 % 23) * 0.3 end as follow_up_years,
+       case when i <= 36 then i % 3 = 0 end as patient_died,
+       case when i <= 36 and i % 3 = 0 then 1.5 + (i * 37 % 23) * 0.3 end as death_time_years,
+       case when i > 36 then null when ltp_event then 'ltp' when patient_died then 'death'
+            else 'censored' end as ltp_competing_event,
+       case when ltp_competing_event = 'death' then death_time_years else ltp_time_years end
+           as ltp_competing_time_years
 from range(1, 41) as r(i);
 create table marts.fct_procedure as
 select procedure_key, any_value(patient_key) as patient_key,
@@ -61,7 +67,8 @@ group by procedure_key, k;
 alter table marts.fct_procedure drop column ge4;
 create table marts.dim_patient as
 select patient_key, case when i % 2 = 1 then 'F' else 'M' end as sex,
-       (40 + 3 * i)::int as age_at_first_procedure, 2 as procedure_count
+       (40 + 3 * i)::int as age_at_first_procedure, 2 as procedure_count,
+       i % 3 = 0 as died, 0.4 + (i * 7 % 11) * 0.5 as overall_survival_years
 from (select distinct patient_key, replace(patient_key, 'pt', '')::int as i from marts.fct_tumor);
 create table marts.fct_adverse_event (event_key varchar, procedure_key varchar, onset_day int,
                                       ctcae_grade int, in_30_day_window bool);
@@ -242,3 +249,63 @@ def test_tolerant_without_run_block_or_attrition_mart(tmp_path):
     assert "produced outside the nightly flow" in text
     assert 'id="attrition-flowchart"' in text and "not available" in text
     assert 'id="km-figure"' in text
+
+
+def test_figures_beyond_the_paper(built):
+    metrics, out, text = built
+    parsed = _elements(text)
+    for element_id, needle in [
+        ("os-figure", "Overall survival from the first procedure"),
+        ("cif-figure", "Aalen-Johansen"),
+    ]:
+        assert parsed.by_id[element_id] == "svg"
+        svg = _inline_svg(text, element_id)
+        assert svg.count("<path") > 5 and needle in svg and "Number at risk" in svg
+    assert (out.parent / "overall_survival.svg").exists()
+    assert (out.parent / "ltp_cumulative_incidence.svg").exists()
+    assert "Why the two differ" in text and "1 − KM" in text
+    deaths = metrics["ltp_cumulative_incidence"]["all"]["deaths"]
+    assert f"({deaths} of 36 tumors here)" in text
+
+
+def test_cox_table_shows_naive_and_clustered_errors(built):
+    metrics, _, text = built
+    table = text[text.index("<table id='cox-table'>") :]
+    table = table[: table.index("</table>")]
+    assert "Naive (tumors independent)" in table and "Clustered by patient" in table
+    robust = metrics["cox_clustered"]["covariates"]["diameter_cm"]["ci95"]
+    assert f"{robust[0]:.2f}–{robust[1]:.2f}" in table
+    assert f"patients (clusters) = {metrics['cox_clustered']['clusters']}" in text
+
+
+def test_every_figure_and_table_names_its_source(built):
+    _, _, text = built
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", text, flags=re.S)
+    assert len(captions) == 4
+    for caption in captions:
+        assert "Source: marts." in " ".join(caption.split()), caption[:80]
+    for table_id in ("os-table", "cif-table", "cox-table"):
+        after = text[text.index(f"id='{table_id}'") :]
+        assert "Source: marts." in after[: after.index("</p>", after.index("</table>"))]
+    assert "Sources: patients and age from marts.dim_patient" in text
+
+
+def test_inline_figures_do_not_share_ids(built):
+    _, _, text = built
+    ids = re.findall(r'\bid="([^"]+)"', text)
+    assert len(ids) == len(set(ids))
+    for ref in re.findall(r"url\(#([^)]+)\)", text):
+        assert ref in ids, ref
+
+
+def test_beyond_the_paper_sections_tolerate_an_older_warehouse(tmp_path):
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(MARTS_SQL)
+        con.execute("alter table marts.fct_tumor drop column ltp_competing_event")
+        con.execute("alter table marts.dim_patient drop column overall_survival_years")
+    with duckdb.connect(str(path), read_only=True) as con:
+        metrics = analyze.compute_metrics(con)
+        text = report.write_report(metrics, con, tmp_path / "out").read_text(encoding="utf-8")
+    assert 'id="os-figure"' in text and 'id="cif-figure"' in text
+    assert "not available" in text and 'id="km-figure"' in text

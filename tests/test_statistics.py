@@ -45,7 +45,34 @@ def tumor_rows() -> list[dict]:
                 "follow_up_years": time + 0.5 if te_eval else None,
             }
         )
-    return rows
+    return with_competing_outcome(rows)
+
+
+def patient_dies(k: int) -> bool:
+    return k % 3 == 0
+
+
+def with_competing_outcome(tumors: list[dict]) -> list[dict]:
+    """LTP first, else the patient's death (1 year after the tumor's last imaging, or on the
+    same day as another tumor's progression for pt3: a tie), else censoring."""
+    for t in tumors:
+        k = int(t["patient_key"][2:])
+        died, te_eval = patient_dies(k), t["te_evaluable"]
+        death = None
+        if te_eval and died:
+            death = 1.8 if k == 3 else t["ltp_time_years"] + 1.0
+        t["patient_died"] = died if te_eval else None
+        t["death_time_years"] = death
+        if not te_eval:
+            event, when = None, None
+        elif t["ltp_event"]:
+            event, when = "ltp", t["ltp_time_years"]
+        elif died:
+            event, when = "death", max(death, t["ltp_time_years"])
+        else:
+            event, when = "censored", t["ltp_time_years"]
+        t["ltp_competing_event"], t["ltp_competing_time_years"] = event, when
+    return tumors
 
 
 def procedure_rows(tumors: list[dict]) -> list[dict]:
@@ -81,6 +108,8 @@ def patient_rows() -> list[dict]:
             "sex": "F" if k % 2 else "M",
             "age_at_first_procedure": 40 + 3 * k,
             "procedure_count": 2,
+            "died": patient_dies(k),
+            "overall_survival_years": round(0.5 + (k * 7 % 11) * 0.4, 2),
         }
         for k in range(1, 11)
     ]
@@ -399,6 +428,7 @@ def test_edge_cases_give_null_stats_not_errors(tmp_path):
     for t in tumors:
         t["size_group"] = "lt4cm"
         t["ltp_event"] = False if t["te_evaluable"] else None
+    with_competing_outcome(tumors)
     build_warehouse(tmp_path / "edge.duckdb", tumors)
     with duckdb.connect(str(tmp_path / "edge.duckdb"), read_only=True) as con:
         m = analyze.compute_metrics(con)
@@ -450,3 +480,113 @@ def test_write_metrics_round_trip_with_run_block(tmp_path, warehouse):
     assert json.loads(text) == json.loads(json.dumps({**m, "run": run}))
     assert text.startswith('{\n  "schema_version": 1')
     assert not list(path.parent.glob(".*tmp"))
+
+
+# --- beyond the paper: overall survival, competing risks, clustered Cox -----------------------
+
+
+def hand_cumulative_incidence(times, codes, t, cause):
+    """Aalen-Johansen: sum over times u <= t of S(u-) * d_cause(u) / n(u), S the all-cause KM
+    (tied events of both causes at u leave the risk set together)."""
+    s, cif = 1.0, 0.0
+    for u in sorted({x for x, c in zip(times, codes, strict=True) if c and x <= t}):
+        n = sum(x >= u for x in times)
+        d_cause = sum(1 for x, c in zip(times, codes, strict=True) if x == u and c == cause)
+        d_any = sum(1 for x, c in zip(times, codes, strict=True) if x == u and c)
+        cif += s * d_cause / n
+        s *= 1 - d_any / n
+    return cif
+
+
+def test_metrics_add_blocks_beyond_the_paper(warehouse):
+    _, m = warehouse
+    assert {"overall_survival", "ltp_cumulative_incidence", "cox_clustered"} <= set(m)
+    assert m["overall_survival"]["source"] == "marts.dim_patient"
+    assert m["ltp_cumulative_incidence"]["source"] == "marts.fct_tumor"
+    for g in ("all", "lt4cm", "ge4cm"):
+        block = m["ltp_cumulative_incidence"][g]
+        assert set(block["at_years"]) == {"1", "2", "3", "5"}
+        assert set(block["at_years"]["1"]) == {"cif", "ci95", "death_cif", "one_minus_km"}
+
+
+def test_overall_survival_matches_hand_km(warehouse):
+    rows, m = warehouse
+    patients = rows["patients"]
+    times = [p["overall_survival_years"] for p in patients]
+    events = [p["died"] for p in patients]
+    block = m["overall_survival"]
+    assert (block["n"], block["events"]) == (10, sum(events))
+    for year in ("1", "2", "3"):
+        s, _ = hand_km(times, events, float(year))
+        assert block["at_years"][year]["survival"] == pytest.approx(s, abs=1e-12)
+
+
+def test_cumulative_incidence_matches_hand_aalen_johansen(warehouse):
+    rows, m = warehouse
+    te = [t for t in rows["tumors"] if t["te_evaluable"]]
+    code = {"censored": 0, "ltp": 1, "death": 2}
+    for group in ("all", "lt4cm", "ge4cm"):
+        mine = [t for t in te if group == "all" or t["size_group"] == group]
+        times = [t["ltp_competing_time_years"] for t in mine]
+        codes = [code[t["ltp_competing_event"]] for t in mine]
+        block = m["ltp_cumulative_incidence"][group]
+        assert block["n"] == len(mine)
+        assert block["ltp_events"] == codes.count(1) and block["deaths"] == codes.count(2)
+        for year in ("1", "2", "3", "5"):
+            at = block["at_years"][year]
+            t = float(year)
+            assert at["cif"] == pytest.approx(hand_cumulative_incidence(times, codes, t, 1))
+            assert at["death_cif"] == pytest.approx(hand_cumulative_incidence(times, codes, t, 2))
+            s, _ = hand_km(times, [c == 1 for c in codes], t)
+            assert at["one_minus_km"] == pytest.approx(1 - s, abs=1e-12)
+            assert at["cif"] <= at["one_minus_km"] + 1e-12  # deaths only lower the incidence
+            if at["cif"] > 0:
+                low, high = at["ci95"]
+                assert 0 <= low <= at["cif"] <= high <= 1
+
+
+def test_same_day_progression_and_death_are_a_tie_not_jittered(warehouse):
+    """pt3's death at 1.8 y ties another tumor's progression: no random jitter, exact AJ."""
+    rows, m = warehouse
+    te = [t for t in rows["tumors"] if t["te_evaluable"]]
+    ltp_times = {t["ltp_competing_time_years"] for t in te if t["ltp_competing_event"] == "ltp"}
+    death_times = {t["ltp_competing_time_years"] for t in te if t["ltp_competing_event"] == "death"}
+    assert ltp_times & death_times  # the fixture has a cross-cause tie
+    with duckdb.connect() as con:  # same numbers twice: nothing random
+        again = analyze.cumulative_incidence_summary(
+            *(lambda d: (d["time"], d["code"]))(_competing(con, te))
+        )
+    assert again == m["ltp_cumulative_incidence"]["all"]
+
+
+def _competing(con, tumors):
+    con.register("t", pa.Table.from_pylist(tumors))
+    con.execute("create schema if not exists marts")
+    con.execute("create or replace table marts.fct_tumor as select * from t")
+    return analyze.competing_inputs(con)
+
+
+def test_clustered_cox_keeps_the_hazard_ratios_and_changes_the_errors(warehouse):
+    rows, m = warehouse
+    naive, robust = m["cox"], m["cox_clustered"]
+    assert robust["fitted"] and robust["clusters"] == len(
+        {t["patient_key"] for t in rows["tumors"] if t["te_evaluable"]}
+    )
+    assert set(robust["covariates"]) == set(naive["covariates"])
+    differ = 0
+    for name, cov in robust["covariates"].items():
+        assert cov["hr"] == pytest.approx(naive["covariates"][name]["hr"], rel=1e-6)
+        differ += cov["se_log_hr"] != pytest.approx(naive["covariates"][name]["se_log_hr"])
+    assert differ >= 1
+
+
+def test_blocks_beyond_the_paper_tolerate_an_older_warehouse(tmp_path):
+    build_warehouse(tmp_path / "old.duckdb")
+    with duckdb.connect(str(tmp_path / "old.duckdb")) as con:
+        con.execute("alter table marts.fct_tumor drop column ltp_competing_event")
+        con.execute("alter table marts.dim_patient drop column died")
+    with duckdb.connect(str(tmp_path / "old.duckdb"), read_only=True) as con:
+        m = analyze.compute_metrics(con)
+    assert m["overall_survival"]["error"].startswith("not available")
+    assert m["ltp_cumulative_incidence"]["error"].startswith("not available")
+    json.dumps(m, allow_nan=False)

@@ -82,12 +82,17 @@ def compare(a: dict, b: dict) -> dict:
 
 
 def survival_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
-    """Event/censoring times, event flags and size groups of the TE-evaluable tumors."""
+    """Event/censoring times, event flags and size groups of the TE-evaluable tumors.
+
+    Inputs are read in key order (here and below) so that floating-point sums, and so
+    metrics.json, are identical from run to run.
+    """
     table = con.sql(
         """
         select ltp_time_years as time, ltp_event as event, size_group
         from marts.fct_tumor
         where te_evaluable and ltp_time_years is not null and ltp_event is not null
+        order by tumor_key
         """
     ).to_arrow_table()
     return {
@@ -173,49 +178,60 @@ def _short(message: str) -> str:
     return " ".join(kept[:3])
 
 
-def cox_model(con: duckdb.DuckDBPyConnection) -> dict:
-    """Cox PH of LTP on diameter, origin and guidance; reports non-convergence, never raises."""
-    df = (
-        con.sql(
-            """
-        select t.ltp_time_years as duration, t.ltp_event::int as event, t.diameter_cm,
-               (t.origin = 'metastasis')::int as origin_metastasis,
-               (p.guidance = 'MRI')::int as guidance_mri,
-               (p.guidance = 'PET/CT')::int as guidance_pet_ct
-        from marts.fct_tumor as t
-        join marts.fct_procedure as p on p.procedure_key = t.procedure_key
-        where t.te_evaluable and t.ltp_time_years is not null and t.ltp_event is not null
-          and t.diameter_cm is not null and t.origin is not null and p.guidance is not null
-        """
-        )
-        .to_arrow_table()
-        .to_pandas()
-    )
+COX_SQL = """
+    select t.ltp_time_years as duration, t.ltp_event::int as event, t.diameter_cm,
+           (t.origin = 'metastasis')::int as origin_metastasis,
+           (p.guidance = 'MRI')::int as guidance_mri,
+           (p.guidance = 'PET/CT')::int as guidance_pet_ct,
+           t.patient_key
+    from marts.fct_tumor as t
+    join marts.fct_procedure as p on p.procedure_key = t.procedure_key
+    where t.te_evaluable and t.ltp_time_years is not null and t.ltp_event is not null
+      and t.diameter_cm is not null and t.origin is not null and p.guidance is not null
+    order by t.tumor_key
+"""
+
+
+def cox_model(con: duckdb.DuckDBPyConnection, cluster: bool = False) -> dict:
+    """Cox PH of LTP on diameter, origin and guidance; reports non-convergence, never raises.
+
+    cluster=True gives robust (sandwich) standard errors clustered by patient: several tumors
+    of one patient are not independent, so the naive intervals are too narrow. The hazard
+    ratios are the same; only their CIs and p-values change.
+    """
+    df = con.sql(COX_SQL).to_arrow_table().to_pandas()
     out = {
         "n": len(df),
         "events": int(df["event"].sum()),
         "reference": {"origin": "primary", "guidance": "CT"},
+        "source": "marts.fct_tumor, marts.fct_procedure",
         "fitted": False,
         "converged": False,
         "warnings": [],
         "dropped": [],
         "covariates": {},
     }
+    if cluster:
+        out["clusters"] = int(df["patient_key"].nunique())
+        out["variance"] = "robust sandwich, clustered by patient_key"
+    else:
+        df = df.drop(columns="patient_key")
     constant = [c for c in COX_COVARIATES if df[c].nunique() < 2]
     out["dropped"] = constant  # no variation in this cohort: not estimable
     df = df.drop(columns=constant)
-    if out["events"] == 0 or len(df.columns) <= 2:
+    if out["events"] == 0 or len(df.columns) <= 2 + cluster:
         out["error"] = "no events" if out["events"] == 0 else "no covariate varies"
         return out
     from lifelines import CoxPHFitter
     from lifelines.exceptions import ConvergenceWarning
 
     cph = CoxPHFitter(alpha=ALPHA)
+    extra = {"cluster_col": "patient_key"} if cluster else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             # batch mode: same Efron estimates, much faster with the many tied day-based times
-            cph.fit(df, duration_col="duration", event_col="event", batch_mode=True)
+            cph.fit(df, duration_col="duration", event_col="event", batch_mode=True, **extra)
         except Exception as exc:  # lifelines raises ConvergenceError, numpy LinAlgError, ...
             out["error"] = f"{type(exc).__name__}: {exc}".strip()
             return out
@@ -232,8 +248,149 @@ def cox_model(con: duckdb.DuckDBPyConnection) -> dict:
             "hr": _num(row["exp(coef)"]),
             "ci95": [_num(row["exp(coef) lower 95%"]), _num(row["exp(coef) upper 95%"])],
             "p": _num(row["p"]),
+            "se_log_hr": _num(row["se(coef)"]),
         }
     return out
+
+
+# --- beyond the paper: overall survival and competing risks ------------------------------------
+
+
+def _missing(source: str, exc: Exception) -> dict:
+    """The block of an analysis whose mart columns are absent (an older warehouse)."""
+    return {"source": source, "error": f"not available: {str(exc).splitlines()[0]}"}
+
+
+def overall_survival_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+    """Per patient: years from the first procedure to death or last known alive, and death."""
+    table = con.sql(
+        """
+        select overall_survival_years as time, died as event from marts.dim_patient
+        where overall_survival_years is not null and died is not null
+        order by patient_key
+        """
+    ).to_arrow_table()
+    return {
+        "time": table.column("time").to_numpy().astype(float),
+        "event": table.column("event").to_numpy(zero_copy_only=False).astype(bool),
+    }
+
+
+def overall_survival_block(con: duckdb.DuckDBPyConnection) -> dict:
+    """KM overall survival per patient from the first procedure (a KM block, events = deaths),
+    with the median follow-up by reverse Kaplan-Meier (censoring as the event)."""
+    source = "marts.dim_patient"
+    try:
+        data = overall_survival_inputs(con)
+    except duckdb.Error as exc:
+        return _missing(source, exc)
+    time, event = data["time"], data["event"]
+    block = {"source": source, **km_summary(time, event)}
+    reverse = fit_km(time, ~event)
+    block["median_follow_up_years"] = (
+        None if reverse is None else _num(reverse.median_survival_time_)
+    )
+    return block
+
+
+COMPETING_CODES = {"censored": 0, "ltp": 1, "death": 2}
+# Registry dates are days: an LTP read and a death on the same day are tied, and lifelines'
+# Aalen-Johansen would then jitter all event times at random. The LTP is moved earlier by far
+# less than a day instead: the estimate is then exactly the one with ties handled together
+# (both causes leave the risk set at once; censoring at that time stays at risk), and the same
+# on every run.
+LTP_BEFORE_SAME_DAY_DEATH = 1e-8
+
+
+def competing_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+    """Per TE-evaluable tumor: time, outcome code (0 censored, 1 LTP, 2 death), size group."""
+    table = con.sql(
+        """
+        select ltp_competing_time_years as time,
+               case ltp_competing_event when 'ltp' then 1 when 'death' then 2 else 0 end as code,
+               size_group
+        from marts.fct_tumor
+        where te_evaluable and ltp_competing_event is not null
+          and ltp_competing_time_years is not null
+        order by tumor_key
+        """
+    ).to_arrow_table()
+    code = table.column("code").to_numpy().astype(int)
+    time = table.column("time").to_numpy().astype(float)
+    return {
+        "time": time - (code == 1) * LTP_BEFORE_SAME_DAY_DEATH,
+        "code": code,
+        "size_group": table.column("size_group").to_numpy(zero_copy_only=False).astype(str),
+    }
+
+
+def fit_competing(time: np.ndarray, code: np.ndarray) -> dict | None:
+    """Aalen-Johansen cumulative incidence of LTP and of death without LTP, and the
+    Kaplan-Meier that censors deaths (its 1 - S is the naive 'incidence'); None when empty."""
+    if len(time) == 0:
+        return None
+    from lifelines import AalenJohansenFitter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lifelines warns of ties it would jitter; none remain
+        ltp = AalenJohansenFitter(alpha=ALPHA, seed=0).fit(time, code, event_of_interest=1)
+        death = AalenJohansenFitter(alpha=ALPHA, seed=0).fit(time, code, event_of_interest=2)
+    return {"ltp": ltp, "death": death, "km": fit_km(time, code == 1)}
+
+
+def _step_values(index: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """A right-continuous step function given at its jump times (the first is 0), read at `at`."""
+    return values[np.clip(np.searchsorted(index, at, side="right") - 1, 0, None)]
+
+
+def cumulative_incidence_summary(time: np.ndarray, code: np.ndarray, years=KM_YEARS) -> dict:
+    """Counts and, at fixed years, the AJ cumulative incidence of LTP (95% CI, log(-log) delta
+    method), that of death without LTP, and 1 - KM with deaths censored."""
+    counts = {k: int(np.count_nonzero(code == v)) for k, v in COMPETING_CODES.items()}
+    out = {"n": int(len(time)), "ltp_events": counts["ltp"], "deaths": counts["death"]}
+    out["censored"] = counts["censored"]
+    fits = fit_competing(time, code)
+    at = np.asarray(years, dtype=float)
+    if fits is None:
+        empty = {"cif": None, "ci95": [None, None], "death_cif": None, "one_minus_km": None}
+        out["at_years"] = {str(t): dict(empty) for t in years}
+        return out
+    ltp, death = fits["ltp"], fits["death"]
+    cif = _step_values(
+        ltp.cumulative_density_.index.to_numpy(), ltp.cumulative_density_.to_numpy()[:, 0], at
+    )
+    ci_frame = ltp.confidence_interval_cumulative_density_
+    ci = _step_values(ci_frame.index.to_numpy(), ci_frame.to_numpy(), at)
+    death_cif = _step_values(
+        death.cumulative_density_.index.to_numpy(), death.cumulative_density_.to_numpy()[:, 0], at
+    )
+    km = fits["km"].survival_function_at_times(list(years)).to_numpy()
+    # lifelines orders the CI columns upper, lower
+    low, high = ci.min(axis=1), ci.max(axis=1)
+    out["at_years"] = {
+        str(t): {
+            "cif": _num(c),
+            "ci95": [_num(lo), _num(hi)] if c > 0 else [None, None],
+            "death_cif": _num(d),
+            "one_minus_km": _num(1 - s),
+        }
+        for t, c, lo, hi, d, s in zip(years, cif, low, high, death_cif, km, strict=True)
+    }
+    return out
+
+
+def cumulative_incidence_block(con: duckdb.DuckDBPyConnection) -> dict:
+    """LTP with death as a competing risk, all tumors and by size group (marts.fct_tumor)."""
+    source = "marts.fct_tumor"
+    try:
+        data = competing_inputs(con)
+    except duckdb.Error as exc:
+        return _missing(source, exc)
+    time, code, group = data["time"], data["code"], data["size_group"]
+    block = {"source": source, "all": cumulative_incidence_summary(time, code)}
+    for g in SIZE_GROUPS:
+        block[g] = cumulative_incidence_summary(time[group == g], code[group == g])
+    return block
 
 
 # --- counts (SQL) ----------------------------------------------------------------------------
@@ -351,8 +508,9 @@ def adverse_event_block(con: duckdb.DuckDBPyConnection) -> dict:
 
 
 def compute_metrics(con: duckdb.DuckDBPyConnection) -> dict:
-    """The metrics.json structure of metrics.md (floats unrounded) plus expected-cell flags and
-    the Cox model."""
+    """The metrics.json structure of metrics.md (floats unrounded) plus expected-cell flags and,
+    beyond the paper, the Cox model (naive and clustered by patient), overall survival and the
+    cumulative incidence of LTP with death as a competing risk."""
     return {
         "schema_version": SCHEMA_VERSION,
         "cohort": cohort_block(con),
@@ -360,6 +518,9 @@ def compute_metrics(con: duckdb.DuckDBPyConnection) -> dict:
         "adverse_events": adverse_event_block(con),
         "ltp_free_survival": survival_block(con),
         "cox": cox_model(con),
+        "cox_clustered": cox_model(con, cluster=True),
+        "overall_survival": overall_survival_block(con),
+        "ltp_cumulative_incidence": cumulative_incidence_block(con),
     }
 
 

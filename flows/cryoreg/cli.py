@@ -29,13 +29,20 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--patients", type=int, help="number of patients (profile scale)")
     synth.add_argument("--seed", type=int, default=20171201, help="random seed")
     synth.add_argument(
-        "--faults", type=float, default=0.0, help="share of rows to corrupt (not implemented yet)"
+        "--faults",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="share of each file's rows to corrupt with realistic defects (e.g. 0.01); the "
+        "ground truth goes to OUT_ROOT/_manifest/<date>.faults.csv, which ingest never reads",
     )
     synth.add_argument(
         "--nights",
         type=int,
         default=1,
-        help="number of nightly extract folders (not implemented yet)",
+        metavar="K",
+        help="K nightly extract folders: a full load, then K-1 daily deltas with new, corrected "
+        "and deleted (record_status=deleted) rows; the final state is the one-night registry",
     )
 
     run = sub.add_parser("run", help="run the nightly flow once through Prefect")
@@ -67,7 +74,43 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--extracts", type=Path, default=Path("extracts"))
     serve.add_argument("--warehouse", type=Path, default=Path("warehouse/cryoreg.duckdb"))
     serve.add_argument("--out", type=Path, default=Path("out"))
+    sql = sub.add_parser(
+        "sql", help="read-only SQL on the published warehouse (a prompt, or one query)"
+    )
+    sql.add_argument("query", nargs="?", help="run this query and print the result")
+    sql.add_argument("--warehouse", type=Path, default=Path("warehouse/cryoreg.duckdb"))
+
+    docs = sub.add_parser(
+        "docs", help="generate the dbt docs and lineage site of the warehouse (and serve it)"
+    )
+    docs.add_argument(
+        "--warehouse",
+        type=Path,
+        default=Path("warehouse/cryoreg.duckdb"),
+        help="published DuckDB file (default: warehouse/cryoreg.duckdb); only a copy is opened",
+    )
+    docs.add_argument(
+        "--out", type=Path, default=Path("out"), help="writes OUT/dbt_docs/ (default: out/)"
+    )
+    docs.add_argument("--serve", action="store_true", help="then serve it on 127.0.0.1")
+    docs.add_argument("--port", type=int, default=8080, help="port for --serve (default: 8080)")
     return parser
+
+
+def _sql(args: argparse.Namespace) -> int:
+    from cryoreg.sql import run_sql
+
+    return run_sql(args.warehouse, args.query)
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from cryoreg import docs
+
+    site = docs.generate_docs(args.warehouse, args.out)
+    print(f"dbt docs: {site / 'index.html'}")
+    if args.serve:
+        docs.serve_docs(site, args.port)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -81,19 +124,28 @@ def _serve(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from cryoreg import synth
 
-    if args.faults:
-        raise config.ConfigurationError("--faults is not implemented yet")
-    if args.nights != 1:
-        raise config.ConfigurationError("--nights is not implemented yet")
+    if not 0.0 <= args.faults <= synth.MAX_FAULT_RATE:
+        raise config.ConfigurationError(
+            f"--faults is a share of rows between 0 and {synth.MAX_FAULT_RATE}"
+        )
+    if args.nights < 1:
+        raise config.ConfigurationError("--nights must be at least 1")
     if args.profile == "scale" and not args.patients:
         raise config.ConfigurationError("--profile scale needs --patients N")
     if args.profile == "paper" and args.patients:
         raise config.ConfigurationError("--patients applies to --profile scale only")
     folders = synth.write_registry(
-        args.out_root, profile=args.profile, patients=args.patients, seed=args.seed
+        args.out_root,
+        profile=args.profile,
+        patients=args.patients,
+        seed=args.seed,
+        faults=args.faults,
+        nights=args.nights,
     )
     for folder in folders:
         print(f"wrote {folder}")
+        if args.faults:
+            print(f"  defects: {synth.manifest_path(args.out_root, folder.name)}")
     return 0
 
 
@@ -111,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     config.set_quiet_defaults()
     args = _parser().parse_args(argv)
     try:
-        handler = {"synth": _synth, "run": _run, "serve": _serve}[args.command]
+        handlers = {"synth": _synth, "run": _run, "serve": _serve, "docs": _docs, "sql": _sql}
+        handler = handlers[args.command]
         return handler(args)
     except KeyboardInterrupt:
         print("cryoreg: interrupted; the published warehouse is unchanged", file=sys.stderr)

@@ -212,7 +212,10 @@ def paper_table(m: dict) -> str:
 </table>
 <p class="footnote">Percentages are k/n; 95% CIs are Clopper-Pearson exact intervals. Tumor
 outcomes compare tumors &lt; 4 cm with ≥ 4 cm; adverse events compare procedures by their largest
-tumor. {footnote}</p>"""
+tumor. {footnote}</p>
+<p class="footnote">Sources: patients and age from marts.dim_patient; procedures, guidance and
+adverse events from marts.fct_procedure (30-day window resolved in dbt); tumors, diameter,
+follow-up, technical success, technique efficacy and progression from marts.fct_tumor.</p>"""
 
 
 # --- Kaplan-Meier figure ---------------------------------------------------------------------
@@ -222,6 +225,11 @@ def _svg_inline(svg: str, element_id: str, label: str) -> str:
     """An SVG document as an inline <svg> element: no XML prolog, namespaces or metadata."""
     svg = svg[svg.index("<svg") :]
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
+    # Several figures share one HTML document and so one id namespace: matplotlib's ids
+    # (clip paths, markers) would collide across figures. Prefix them with the figure's id.
+    svg = re.sub(r'\bid="([^"]+)"', rf'id="{element_id}-\1"', svg)
+    svg = re.sub(r"url\(#([^)]+)\)", rf"url(#{element_id}-\1)", svg)
+    svg = re.sub(r'href="#([^"]+)"', rf'href="#{element_id}-\1"', svg)
     head, rest = svg.split(">", 1)
     head = re.sub(r'\s(xmlns(:\w+)?|width|height)="[^"]*"', "", head)
     attrs = f' id="{element_id}" role="img" aria-label="{e(label)}" class="figure-svg"'
@@ -233,6 +241,43 @@ def _standalone(svg: str) -> str:
     return re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
 
 
+FIGURE_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "cryoreg", "font.size": 9}
+
+
+def _svg_text(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    return buf.getvalue()
+
+
+def _axis_years(time: np.ndarray) -> tuple[int, np.ndarray]:
+    xmax = max(1, min(10, math.ceil(float(time.max()))))
+    return xmax, np.arange(0, xmax + 1)
+
+
+def _at_risk_table(table, rows: list[tuple[str, np.ndarray]], years: np.ndarray) -> None:
+    """Number at risk (time >= t) under a survival axis, one row per curve."""
+    for row, (_, time) in enumerate(rows):
+        for year in years:
+            count = int(np.count_nonzero(time >= year))
+            table.text(year, -row, _compact(count), ha="center", va="center")
+    table.set_ylim(-len(rows) + 0.5, 0.5)
+    table.set_yticks([-r for r in range(len(rows))], [label for label, _ in rows])
+    table.set_title("Number at risk", loc="left", fontsize=8, pad=2)
+    table.tick_params(left=False, bottom=False, labelbottom=False, axis="both", pad=14)
+    for spine in table.spines.values():
+        spine.set_visible(False)
+
+
+def _time_axis(ax, xmax: int, years: np.ndarray, title: str, ylabel: str) -> None:
+    ax.set(xlim=(0, xmax), ylim=(0, 1.02), title=title)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("Years after cryoablation")
+    ax.set_xticks(years)
+    ax.grid(alpha=0.3, lw=0.5)
+    ax.tick_params(labelbottom=True)
+
+
 def km_svg(con: duckdb.DuckDBPyConnection, logrank_p: float | None) -> str | None:
     """Fig. 4-like LTP-free survival: all tumors, and < 4 cm vs >= 4 cm, with at-risk tables."""
     data = analyze.survival_inputs(con)
@@ -242,42 +287,118 @@ def km_svg(con: duckdb.DuckDBPyConnection, logrank_p: float | None) -> str | Non
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no global backend state, renders to SVG
 
-    xmax = max(1, min(10, math.ceil(float(time.max()))))
-    years = np.arange(0, xmax + 1)
+    xmax, years = _axis_years(time)
     p_text = "Log-rank p not computable" if logrank_p is None else f"Log-rank p {fmt_p(logrank_p)}"
     p_text = p_text.replace("p 0", "p = 0")  # "p < 0.0001" or "p = 0.0123"
     panels = [
         ("A. All tumors", {"all": np.ones(len(time), dtype=bool)}, None),
         ("B. By tumor size", {g: group == g for g in analyze.SIZE_GROUPS}, p_text),
     ]
-    style = {"svg.fonttype": "none", "svg.hashsalt": "cryoreg", "font.size": 9}
-    with matplotlib.rc_context(style):
+    with matplotlib.rc_context(FIGURE_STYLE):
         fig = Figure(figsize=(11, 5))
         grid = fig.add_gridspec(2, 2, height_ratios=[4, 0.8], hspace=0.45, wspace=0.25)
         for col, (title, groups, legend_title) in enumerate(panels):
             ax = fig.add_subplot(grid[0, col])
             table = fig.add_subplot(grid[1, col], sharex=ax)
-            for row, (name, mask) in enumerate(groups.items()):
+            for name, mask in groups.items():
                 _km_curve(ax, time[mask], event[mask], name, xmax)
-                for year in years:
-                    count = int(np.count_nonzero(time[mask] >= year))
-                    table.text(year, -row, _compact(count), ha="center", va="center")
-            ax.set(xlim=(0, xmax), ylim=(0, 1.02), title=title)
-            ax.set_ylabel("LTP-free survival")
-            ax.set_xlabel("Years after cryoablation")
-            ax.set_xticks(years)
-            ax.grid(alpha=0.3, lw=0.5)
+            rows = [(GROUP_LABELS[g], time[mask]) for g, mask in groups.items()]
+            _at_risk_table(table, rows, years)
+            _time_axis(ax, xmax, years, title, "LTP-free survival")
             ax.legend(loc="lower left", title=legend_title, frameon=False)
-            table.set_ylim(-len(groups) + 0.5, 0.5)
-            table.set_yticks([-r for r in range(len(groups))], [GROUP_LABELS[g] for g in groups])
-            table.set_title("Number at risk", loc="left", fontsize=8, pad=2)
-            table.tick_params(left=False, bottom=False, labelbottom=False, axis="both", pad=14)
-            for spine in table.spines.values():
-                spine.set_visible(False)
-            ax.tick_params(labelbottom=True)
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    return buf.getvalue()
+        return _svg_text(fig)
+
+
+def os_svg(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Kaplan-Meier overall survival per patient from the first procedure (marts.dim_patient)."""
+    try:
+        data = analyze.overall_survival_inputs(con)
+    except duckdb.Error:
+        return None
+    time, event = data["time"], data["event"]
+    if len(time) == 0:
+        return None
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    xmax, years = _axis_years(time)
+    label = f"All patients (n = {len(time)}, deaths = {int(event.sum())})"
+    with matplotlib.rc_context(FIGURE_STYLE):
+        fig = Figure(figsize=(6.5, 4.6))
+        grid = fig.add_gridspec(2, 1, height_ratios=[4, 0.45], hspace=0.45)
+        ax = fig.add_subplot(grid[0])
+        table = fig.add_subplot(grid[1], sharex=ax)
+        _km_curve(ax, time, event, "all", xmax, label=label)
+        _at_risk_table(table, [("Patients", time)], years)
+        _time_axis(ax, xmax, years, "Overall survival from the first procedure", "Survival")
+        ax.set_xlabel("Years after the first cryoablation")
+        ax.legend(loc="lower left", frameon=False)
+        return _svg_text(fig)
+
+
+def _cif_curves(ax, fits: dict, name: str, label: str, xmax: float, death: bool) -> None:
+    """AJ cumulative incidence of LTP (band: 95% CI), 1 - KM dashed, death CIF dotted."""
+    color = COLORS[name]
+
+    def steps(frame) -> tuple[np.ndarray, np.ndarray]:
+        x, y = frame.index.to_numpy(), frame.to_numpy()
+        if len(x) > 1500:  # as for KM: read the step function on a fine grid
+            grid = np.linspace(0, min(xmax, x[-1]), 1001)
+            y = y[np.searchsorted(x, grid, side="right") - 1]
+            x = grid
+        return x, y
+
+    x, y = steps(fits["ltp"].cumulative_density_)
+    ax.step(x, y[:, 0], where="post", color=color, lw=1.5, label=f"{label}: LTP, Aalen-Johansen")
+    cx, ci = steps(fits["ltp"].confidence_interval_cumulative_density_)
+    ci = np.nan_to_num(ci, nan=0.0)
+    ax.fill_between(cx, ci.min(axis=1), ci.max(axis=1), step="post", color=color, alpha=0.15, lw=0)
+    kx, ky = steps(fits["km"].survival_function_)
+    ax.step(kx, 1 - ky[:, 0], where="post", color=color, lw=1.1, ls="--", label=f"{label}: 1 − KM")
+    if death:
+        dx, dy = steps(fits["death"].cumulative_density_)
+        ax.step(
+            dx,
+            dy[:, 0],
+            where="post",
+            color="#777777",
+            lw=1.1,
+            ls=":",
+            label=f"{label}: death without LTP",
+        )
+
+
+def cif_svg(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Cumulative incidence of LTP with death as a competing risk beside 1 - KM."""
+    try:
+        data = analyze.competing_inputs(con)
+    except duckdb.Error:
+        return None
+    time, code, group = data["time"], data["code"], data["size_group"]
+    if len(time) == 0:
+        return None
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    xmax, years = _axis_years(time)
+    panels = [
+        ("A. All tumors", {"all": np.ones(len(time), dtype=bool)}),
+        ("B. By tumor size", {g: group == g for g in analyze.SIZE_GROUPS}),
+    ]
+    with matplotlib.rc_context(FIGURE_STYLE):
+        fig = Figure(figsize=(11, 5.4))
+        grid = fig.add_gridspec(2, 2, height_ratios=[4, 0.8], hspace=0.45, wspace=0.25)
+        for col, (title, groups) in enumerate(panels):
+            ax = fig.add_subplot(grid[0, col])
+            table = fig.add_subplot(grid[1, col], sharex=ax)
+            for name, mask in groups.items():
+                fits = analyze.fit_competing(time[mask], code[mask])
+                if fits is not None:
+                    _cif_curves(ax, fits, name, GROUP_LABELS[name], xmax, death=col == 0)
+            _at_risk_table(table, [(GROUP_LABELS[g], time[m]) for g, m in groups.items()], years)
+            _time_axis(ax, xmax, years, title, "Cumulative incidence")
+            ax.legend(loc="upper left", frameon=False, fontsize=8)
+        return _svg_text(fig)
 
 
 def _compact(n: int) -> str:
@@ -287,7 +408,9 @@ def _compact(n: int) -> str:
     return f"{n / 1000:.0f}k" if n < 1_000_000 else f"{n / 1e6:.1f}M"
 
 
-def _km_curve(ax, time: np.ndarray, event: np.ndarray, name: str, xmax: float) -> None:
+def _km_curve(
+    ax, time: np.ndarray, event: np.ndarray, name: str, xmax: float, label: str | None = None
+) -> None:
     kmf = analyze.fit_km(time, event)
     if kmf is None:
         return
@@ -300,7 +423,7 @@ def _km_curve(ax, time: np.ndarray, event: np.ndarray, name: str, xmax: float) -
         grid = np.linspace(0, min(xmax, x[-1]), 1001)
         steps = np.searchsorted(x, grid, side="right") - 1
         x, y, ci = grid, y[steps], ci[steps]
-    label = f"{GROUP_LABELS[name]} (n = {len(time)}, events = {int(event.sum())})"
+    label = label or f"{GROUP_LABELS[name]} (n = {len(time)}, events = {int(event.sum())})"
     ax.step(x, y, where="post", color=color, lw=1.4, label=label)
     ax.fill_between(x, ci[:, 0], ci[:, 1], step="post", color=color, alpha=0.15, lw=0)
     # one tick per 1/500 of the axis is indistinguishable from all of them, and keeps it small
@@ -410,26 +533,38 @@ def km_table(s: dict) -> str:
         f"<table><thead><tr><th>Group</th><th>n</th><th>LTP events</th><th>Median</th>{head}"
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         f"<p class='footnote'>LTP-free survival (95% CI, Greenwood on the log(-log) scale). "
-        f"Log-rank &lt; 4 cm vs ≥ 4 cm: p {e(fmt_p(s.get('logrank_p')))}.</p>"
+        f"Log-rank &lt; 4 cm vs ≥ 4 cm: p {e(fmt_p(s.get('logrank_p')))}. "
+        "Source: marts.fct_tumor.</p>"
     )
 
 
-def cox_section(cox: dict | None) -> str:
+def _ci_text(ci: list) -> str:
+    return f"{_f(ci[0], '.2f')}–{_f(ci[1], '.2f')}"
+
+
+def cox_section(cox: dict | None, clustered: dict | None = None) -> str:
+    """The Cox table: hazard ratios with naive CIs beside CIs clustered by patient."""
     if not cox:
         return "<p>No Cox model in these metrics.</p>"
+    robust = clustered if clustered and clustered.get("fitted") else None
+    clusters = f", patients (clusters) = {robust['clusters']}" if robust else ""
     intro = (
         f"<p>Cox proportional hazards model of local tumor progression over TE-evaluable "
-        f"tumors: n = {cox['n']}, events = {cox['events']}; references: primary tumor, "
-        f"CT guidance.</p>"
+        f"tumors: n = {cox['n']}, events = {cox['events']}{clusters}; references: primary "
+        f"tumor, CT guidance.</p>"
     )
     if not cox.get("fitted"):
         return intro + f"<p class='bad'>Not fitted: {e(str(cox.get('error', 'unknown')))}.</p>"
-    rows = "".join(
-        f"<tr><th scope='row'>{e(c['label'])}</th><td>{_f(c['hr'], '.2f')}</td>"
-        f"<td>{_f(c['ci95'][0], '.2f')}–{_f(c['ci95'][1], '.2f')}</td><td>{e(fmt_p(c['p']))}</td>"
-        "</tr>"
-        for c in cox["covariates"].values()
-    )
+    rows = ""
+    for name, c in cox["covariates"].items():
+        r = (robust or {}).get("covariates", {}).get(name)
+        robust_cells = (
+            f"<td>{_ci_text(r['ci95'])}</td><td>{e(fmt_p(r['p']))}</td>" if r else _cell("–") * 2
+        )
+        rows += (
+            f"<tr><th scope='row'>{e(c['label'])}</th><td>{_f(c['hr'], '.2f')}</td>"
+            f"<td>{_ci_text(c['ci95'])}</td><td>{e(fmt_p(c['p']))}</td>{robust_cells}</tr>"
+        )
     notes = (
         [f"Not estimable (no variation): {e(', '.join(cox['dropped']))}."] if cox["dropped"] else []
     )
@@ -439,10 +574,124 @@ def cox_section(cox: dict | None) -> str:
             "ratios with caution.</span>"
         )
     notes += [e(w) for w in cox.get("warnings", [])]
+    if clustered and not robust:
+        notes.append(f"Clustered model not fitted: {e(str(clustered.get('error', 'unknown')))}.")
+    notes.append(
+        "Several tumors of one patient share the patient's biology, follow-up schedule and "
+        "survival, so they are not independent observations: the naive standard errors treat "
+        "them as if they were and are too small. The clustered columns use the robust "
+        "(sandwich, Lin-Wei) variance with patients as clusters; the hazard ratios are the "
+        "same, only their uncertainty changes. Source: marts.fct_tumor (TE-evaluable tumors, "
+        "ltp_event, ltp_time_years, diameter_cm, origin, patient_key) joined to "
+        "marts.fct_procedure (guidance)."
+    )
     notes_html = "".join(f"<p class='footnote'>{n}</p>" for n in notes)
     return (
-        intro + "<table><thead><tr><th>Covariate</th><th>Hazard ratio</th><th>95% CI</th>"
-        f"<th>p</th></tr></thead><tbody>{rows}</tbody></table>{notes_html}"
+        intro + "<table id='cox-table'><thead><tr><th rowspan='2'>Covariate</th>"
+        "<th rowspan='2'>Hazard ratio</th><th colspan='2'>Naive (tumors independent)</th>"
+        "<th colspan='2'>Clustered by patient (robust SE)</th></tr><tr><th>95% CI</th>"
+        "<th>p</th><th>95% CI</th><th>p</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>{notes_html}"
+    )
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def os_section(block: dict | None, figure_html: str) -> str:
+    """Overall survival per patient: figure and the table at 1, 2, 3 and 5 years."""
+    source = (
+        "Source: marts.dim_patient (died, overall_survival_years; dbt model "
+        "int_patient_overall_survival)."
+    )
+    if not block or block.get("error"):
+        why = (block or {}).get("error", "not in these metrics")
+        return f"{figure_html}<p>Overall survival {e(why)}. {source}</p>"
+    cells = "".join(
+        f"<td>{_pct(at['survival'])} ({fmt_ci(at['ci95'])})<br>"
+        f"<small>at risk {at['at_risk']}</small></td>"
+        for at in (block["at_years"][str(t)] for t in analyze.KM_YEARS)
+    )
+    median = "not reached" if block["median_years"] is None else f"{block['median_years']:.1f} y"
+    follow = block.get("median_follow_up_years")
+    head = "".join(f"<th>{t} y</th>" for t in analyze.KM_YEARS)
+    return (
+        f"<figure>{figure_html}<figcaption>Kaplan-Meier overall survival of the treated "
+        "patients from their first cryoablation: death from any cause is the event; patients "
+        "alive are censored at the last date known alive (last contact or imaging). Shaded "
+        f"band: 95% CI (Greenwood, log(-log) scale); ticks: censored patients. {source}"
+        "</figcaption></figure>"
+        f"<table id='os-table'><thead><tr><th>Patients</th><th>Deaths</th><th>Median</th>"
+        f"{head}</tr></thead><tbody><tr><td>{block['n']}</td><td>{block['events']}</td>"
+        f"<td>{median}</td>{cells}</tr></tbody></table>"
+        f"<p class='footnote'>Median follow-up (reverse Kaplan-Meier): {_f(follow)} years. "
+        f"{source}</p>"
+    )
+
+
+def _cif_explanation(block: dict) -> str:
+    """Why 1 - KM and the cumulative incidence differ, with this run's numbers."""
+    all_ = block["all"]
+    last = next(
+        (t for t in reversed(analyze.KM_YEARS) if all_["at_years"][str(t)]["cif"] is not None),
+        None,
+    )
+    numbers = ""
+    if last is not None:
+        at = all_["at_years"][str(last)]
+        numbers = (
+            f" At {last} years, 1 − KM puts the risk of progression at "
+            f"{_pct(at['one_minus_km'])}, the cumulative incidence at {_pct(at['cif'])}, while "
+            f"{_pct(at['death_cif'])} of tumors had their patient die without progression."
+        )
+    return (
+        "<p class='explain'>Why the two differ: 1 − Kaplan-Meier treats a patient's death as "
+        "censoring, as if the tumor could still progress later; it estimates the risk of "
+        "progression in a world where nobody dies, and so overstates the share of tumors that "
+        "actually progress. The Aalen-Johansen cumulative incidence counts death without "
+        "progression as a competing event that ends the tumor's risk. The curves agree while "
+        f"few patients have died and part as deaths accumulate ({all_['deaths']} of "
+        f"{all_['n']} tumors here).{numbers}</p>"
+    )
+
+
+def cif_section(block: dict | None, figure_html: str) -> str:
+    """Cumulative incidence of LTP with death as a competing risk, beside 1 - KM."""
+    source = (
+        "Source: marts.fct_tumor (TE-evaluable tumors: ltp_competing_event, "
+        "ltp_competing_time_years, size_group; dbt model int_tumor_ltp_competing_risk)."
+    )
+    if not block or block.get("error"):
+        why = (block or {}).get("error", "not in these metrics")
+        return f"{figure_html}<p>Cumulative incidence {e(why)}. {source}</p>"
+    head = "".join(f"<th>{t} y</th>" for t in analyze.KM_YEARS)
+    rows = ""
+    for g in ("all", "lt4cm", "ge4cm"):
+        b = block[g]
+        cells = "".join(
+            f"<td>{_pct(at['cif'])} ({fmt_ci(at['ci95'])})<br><small>1 − KM "
+            f"{_pct(at['one_minus_km'])} · death {_pct(at['death_cif'])}</small></td>"
+            for at in (b["at_years"][str(t)] for t in analyze.KM_YEARS)
+        )
+        rows += (
+            f"<tr><th scope='row'>{e(GROUP_LABELS[g])}</th><td>{b['n']}</td>"
+            f"<td>{b['ltp_events']}</td><td>{b['deaths']}</td><td>{b['censored']}</td>{cells}</tr>"
+        )
+    return (
+        f"<figure>{figure_html}<figcaption>Cumulative incidence of local tumor progression with "
+        "death as a competing risk (Aalen-Johansen, solid, shaded band: 95% CI on the log(-log) "
+        "scale) beside 1 − Kaplan-Meier with deaths censored (dashed); dotted: cumulative "
+        "incidence of death without progression. A tumor's outcome is progression, else its "
+        "patient's death, else censoring at its latest determinate imaging; a progression "
+        f"and a death on the same day count as progression first. {source}</figcaption></figure>"
+        f"{_cif_explanation(block)}"
+        "<table id='cif-table'><thead><tr><th>Group</th><th>n</th><th>LTP</th><th>Deaths "
+        f"without LTP</th><th>Censored</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        "<p class='footnote'>Cells: cumulative incidence of LTP (95% CI); below, 1 − KM and the "
+        "cumulative incidence of death without LTP at the same time. This 1 − KM censors a "
+        "tumor at its patient's death, so it differs slightly from 1 − the LTP-free survival "
+        f"above, which censors at the latest imaging. {source}</p>"
     )
 
 
@@ -468,8 +717,8 @@ def accounting_section(run: dict | None) -> str:
             "<th>Quarantined</th><th>read = loaded + quarantined</th></tr></thead>"
             f"<tbody>{body}</tbody><tfoot><tr><th colspan='2'>Total</th><td>{totals[0]}</td>"
             f"<td>{totals[1]}</td><td>{totals[2]}</td><td></td></tr></tfoot></table>"
-            "<p class='footnote'>Quarantined rows are listed with their reasons in "
-            "quarantine.rejected_rows.</p>"
+            "<p class='footnote'>Source: this run's ingest counts. Quarantined rows are listed "
+            "with their reasons in quarantine.rejected_rows.</p>"
         )
     else:
         parts.append(
@@ -533,14 +782,23 @@ tr.differs{background:#fff4e5}.bad{color:#b03a00;font-weight:bold}.ok{color:#1a7
 .footnote{font-size:12px;color:#555}.summary{font-weight:bold}
 figure{margin:1em 0}figcaption{font-size:12px;color:#444}.figure-svg{width:100%;height:auto}
 #attrition-flowchart{max-width:620px;width:100%;height:auto}
+#os-figure{max-width:640px}.explain{max-width:60em}
 @media print{body{max-width:none;margin:0;font-size:11px}h2{break-after:avoid}
 figure,table{break-inside:avoid}tr.differs{background:none}thead th{background:none}
 a{color:inherit;text-decoration:none}}
 """
 
 
+def _figure(svg: str | None, out_dir: Path, file: str, element_id: str, label: str) -> str:
+    """The inline SVG of a figure (also written beside the report), or a placeholder."""
+    if not svg:
+        return f'<p id="{element_id}">{e(label)}: no data.</p>'
+    (out_dir / file).write_text(_standalone(svg))
+    return _svg_inline(svg, element_id, label)
+
+
 def write_report(metrics: dict, con: duckdb.DuckDBPyConnection, out_dir: Path) -> Path:
-    """Write out_dir/report.html (self-contained) and the two figures as .svg beside it."""
+    """Write out_dir/report.html (self-contained) and its figures as .svg beside it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     survival = metrics["ltp_free_survival"]
@@ -557,6 +815,16 @@ def write_report(metrics: dict, con: duckdb.DuckDBPyConnection, out_dir: Path) -
         flow_html = _svg_inline(flow, "attrition-flowchart", "Tumor inclusion flowchart")
     else:
         flow_html = '<p id="attrition-flowchart">marts.fct_tumor_attrition is not available.</p>'
+    os_html = _figure(
+        os_svg(con), out_dir, "overall_survival.svg", "os-figure", "Kaplan-Meier overall survival"
+    )
+    cif_html = _figure(
+        cif_svg(con),
+        out_dir,
+        "ltp_cumulative_incidence.svg",
+        "cif-figure",
+        "Cumulative incidence of local tumor progression with death as a competing risk",
+    )
     body = f"""{header(metrics)}
 <main>
 <h2>Results beside the paper</h2>{paper_table(metrics)}
@@ -564,12 +832,17 @@ def write_report(metrics: dict, con: duckdb.DuckDBPyConnection, out_dir: Path) -
 <figure>{km_html}<figcaption>Kaplan-Meier local tumor progression-free survival of
 technique-efficacy-evaluable tumors (as Fig. 4 of the paper): shaded bands are 95% confidence
 intervals (Greenwood, log(-log) scale), ticks mark censored tumors, the tables give the number
-at risk. Log-rank &lt; 4 cm vs ≥ 4 cm: p {e(fmt_p(survival.get("logrank_p")))}.</figcaption>
+at risk. Log-rank &lt; 4 cm vs ≥ 4 cm: p {e(fmt_p(survival.get("logrank_p")))}. Source:
+marts.fct_tumor (te_evaluable, ltp_event, ltp_time_years, size_group).</figcaption>
 </figure>{km_table(survival)}
 <h2>Tumors included</h2>
 <figure>{flow_html}<figcaption>Inclusion of tumors in the outcome analyses (as Fig. 1 of the
-paper), from marts.fct_tumor_attrition.</figcaption></figure>
-<h2>Cox model (beyond the paper)</h2>{cox_section(metrics.get("cox"))}
+paper). Source: marts.fct_tumor_attrition.</figcaption></figure>
+<h2>Beyond the paper: overall survival</h2>{os_section(metrics.get("overall_survival"), os_html)}
+<h2>Beyond the paper: local tumor progression with death as a competing risk</h2>
+{cif_section(metrics.get("ltp_cumulative_incidence"), cif_html)}
+<h2>Beyond the paper: Cox model, naive and clustered by patient</h2>
+{cox_section(metrics.get("cox"), metrics.get("cox_clustered"))}
 <h2>Row accounting</h2>{accounting_section(metrics.get("run"))}
 </main>"""
     page = (

@@ -24,6 +24,7 @@ timeline as (
     select
         te_evaluable.tumor_key,
         te_evaluable.te_study_date,
+        imaging.patient_key,
         imaging.procedure_date,
         min(
             case
@@ -41,12 +42,17 @@ timeline as (
         max(imaging.imaging_date) as last_imaging_date
     from te_evaluable
     inner join imaging on te_evaluable.tumor_key = imaging.tumor_key
-    group by te_evaluable.tumor_key, te_evaluable.te_study_date, imaging.procedure_date
+    group by
+        te_evaluable.tumor_key,
+        te_evaluable.te_study_date,
+        imaging.patient_key,
+        imaging.procedure_date
 ),
 
 outcome as (
     select
         tumor_key,
+        patient_key,
         procedure_date,
         te_study_date,
         ltp_date is not null as ltp_event,
@@ -60,6 +66,8 @@ outcome as (
 in_years as (
     select
         tumor_key,
+        patient_key,
+        procedure_date,
         te_study_date,
         ltp_event,
         ltp_date,

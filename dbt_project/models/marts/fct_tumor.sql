@@ -1,5 +1,6 @@
 -- One row per treated tumor with its outcomes (technical success, technique efficacy, local
--- tumor progression, follow-up); the unit of analysis of Glazer et al. AJR 2017.
+-- tumor progression, follow-up, death as a competing risk); the unit of analysis of Glazer et
+-- al. AJR 2017.
 with
 
 tumors as (
@@ -26,6 +27,10 @@ progression as (
     select * from {{ ref('int_tumor_ltp_event') }}
 ),
 
+competing as (
+    select * from {{ ref('int_tumor_ltp_competing_risk') }}
+),
+
 final as (
     select
         tumors.tumor_key,
@@ -48,13 +53,18 @@ final as (
         progression.ltp_event,
         progression.ltp_date,
         progression.ltp_time_years,
-        progression.follow_up_years
+        progression.follow_up_years,
+        competing.patient_died,
+        competing.death_time_years,
+        competing.ltp_competing_event,
+        competing.ltp_competing_time_years
     from tumors
     inner join procedures on tumors.procedure_key = procedures.procedure_key
     inner join sizes on tumors.tumor_key = sizes.tumor_key
     inner join technical_success on tumors.tumor_key = technical_success.tumor_key
     inner join technique_efficacy on tumors.tumor_key = technique_efficacy.tumor_key
     left join progression on tumors.tumor_key = progression.tumor_key
+    left join competing on tumors.tumor_key = competing.tumor_key
 )
 
 select * from final
