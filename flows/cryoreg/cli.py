@@ -46,21 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     run = sub.add_parser("run", help="run the nightly flow once through Prefect")
-    run.add_argument(
-        "--extracts", type=Path, default=Path("extracts"), help="extracts root (default: extracts/)"
-    )
-    run.add_argument(
-        "--warehouse",
-        type=Path,
-        default=Path("warehouse/cryoreg.duckdb"),
-        help="published DuckDB file (default: warehouse/cryoreg.duckdb)",
-    )
-    run.add_argument(
-        "--out",
-        type=Path,
-        default=Path("out"),
-        help="folder for metrics.json and report.html (default: out/)",
-    )
+    _add_run_paths(run)
     serve = sub.add_parser(
         "serve",
         help="serve the nightly deployment on a cron schedule (needs PREFECT_API_URL)",
@@ -71,9 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="IANA time zone of the schedule (default: CRYOREG_TIMEZONE, TZ or the system's)",
     )
-    serve.add_argument("--extracts", type=Path, default=Path("extracts"))
-    serve.add_argument("--warehouse", type=Path, default=Path("warehouse/cryoreg.duckdb"))
-    serve.add_argument("--out", type=Path, default=Path("out"))
+    _add_run_paths(serve)
     sql = sub.add_parser(
         "sql", help="read-only SQL on the published warehouse (a prompt, or one query)"
     )
@@ -95,6 +79,25 @@ def _parser() -> argparse.ArgumentParser:
     docs.add_argument("--serve", action="store_true", help="then serve it on 127.0.0.1")
     docs.add_argument("--port", type=int, default=8080, help="port for --serve (default: 8080)")
     return parser
+
+
+def _add_run_paths(parser: argparse.ArgumentParser) -> None:
+    """Where a nightly run reads and writes (the same for `run` and `serve`)."""
+    parser.add_argument(
+        "--extracts", type=Path, default=Path("extracts"), help="extracts root (default: extracts/)"
+    )
+    parser.add_argument(
+        "--warehouse",
+        type=Path,
+        default=Path("warehouse/cryoreg.duckdb"),
+        help="published DuckDB file (default: warehouse/cryoreg.duckdb)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out"),
+        help="folder for metrics.json and report.html (default: out/)",
+    )
 
 
 def _sql(args: argparse.Namespace) -> int:
