@@ -33,7 +33,8 @@ test: lint
 lock:
 	rm -rf /tmp/cryoreg-lock && $(PYTHON) -m venv /tmp/cryoreg-lock
 	/tmp/cryoreg-lock/bin/pip install --quiet -e '.[dev]'
-	/tmp/cryoreg-lock/bin/pip freeze --exclude-editable > requirements.lock
+	{ sed -n 1,2p requirements.lock; /tmp/cryoreg-lock/bin/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
 
 clean:
 	rm -rf out warehouse extracts .prefect dbt_project/target dbt_project/logs
