@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test lint install lock clean
+.PHONY: demo test lint install lock clean bench
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,18 @@ demo: $(BIN)/.installed
 	$(BIN)/cryoreg run --extracts extracts --warehouse warehouse/cryoreg.duckdb --out out
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check flows tests
-	$(BIN)/ruff format --check flows tests
+	$(BIN)/ruff check flows tests benchmarks
+	$(BIN)/ruff format --check flows tests benchmarks
 	cd dbt_project && ../$(BIN)/sqlfluff lint models macros tests --disable-progress-bar
 
 test: lint
 	$(BIN)/pytest -n 2 --dist loadgroup tests
+
+# make bench SIZES="paper 10000" LABEL=after -- the scale benchmark (minutes; not a test)
+SIZES ?= paper 10000 100000 1000000
+LABEL ?= run
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench.py --sizes $(SIZES) --label "$(LABEL)"
 
 lock:
 	rm -rf /tmp/cryoreg-lock && $(PYTHON) -m venv /tmp/cryoreg-lock

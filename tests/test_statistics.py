@@ -590,3 +590,19 @@ def test_blocks_beyond_the_paper_tolerate_an_older_warehouse(tmp_path):
     assert m["overall_survival"]["error"].startswith("not available")
     assert m["ltp_cumulative_incidence"]["error"].startswith("not available")
     json.dumps(m, allow_nan=False)
+
+
+def test_clustered_cox_sample_is_systematic_and_keeps_whole_patients():
+    import pandas as pd
+
+    from cryoreg.analyze import _patient_sample
+
+    df = pd.DataFrame(
+        {"patient_key": [f"p{i:02d}" for i in range(10) for _ in range(3)], "duration": range(30)}
+    )
+    kept, sample = _patient_sample(df, max_tumors=10)
+    assert sample == {"every_kth_patient": 3, "tumors_in_cohort": 30}
+    assert sorted(kept["patient_key"].unique()) == ["p00", "p03", "p06", "p09"]
+    assert len(kept) == 12  # every tumor of a kept patient
+    again, _ = _patient_sample(df.sample(frac=1, random_state=1), max_tumors=10)
+    assert sorted(again["patient_key"].unique()) == ["p00", "p03", "p06", "p09"]

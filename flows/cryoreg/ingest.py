@@ -202,7 +202,7 @@ def _row_rules(spec: ExtractFile, extract_date: str) -> list[str]:
     rules.append(
         _problem(
             id_col,
-            f"{idc} is not null and _source_line < max(_source_line) over (partition by {idc})",
+            f"{idc} is not null and _source_line < _dup_last",
             "duplicate_id",
             "duplicate id in file (a later row replaces it)",
         )
@@ -256,7 +256,8 @@ def _land_file(
     except duckdb.Error as exc:
         detail = str(exc).splitlines()
         reason = next((d for d in detail if "unicode" in d.lower()), detail[0])
-        raise RegistryInputError(f"{label}: not a valid UTF-8 CSV file: {reason}") from exc
+        # from None: the DuckDB error's frames hold the connection (leak warnings at exit)
+        raise RegistryInputError(f"{label}: not a valid UTF-8 CSV file: {reason}") from None
     account.read = con.execute("select count(*) from landing").fetchone()[0]
     return account
 
@@ -266,12 +267,19 @@ def _load_landing(
 ) -> None:
     """Split `landing` into raw.<entity> (clean rows) and quarantine (rows with problems)."""
     rules = ",\n".join(_row_rules(spec, extract))
+    idc = _ident(spec.id_column)
+    # duplicate ids: the last line of each repeated id, by a hash aggregate (a window
+    # partitioned by id over the whole file costs a full sort)
     checked = f"""
         select *, list_filter([{rules}], lambda p: p is not null) as problems
-        from (select *, coalesce(lower(record_status) = 'deleted', false) as _is_deleted,
+        from (select l.*, d._dup_last,
+                     coalesce(lower(l.record_status) = 'deleted', false) as _is_deleted,
                      date {_sql_str(extract)} as _extract_date,
                      {_sql_str(label)} as _source_file
-              from landing)
+              from landing as l
+              left join (select {idc}, max(_source_line) as _dup_last from landing
+                         where {idc} is not null group by {idc} having count(*) > 1) as d
+                on l.{idc} = d.{idc})
     """
     con.execute(f"create or replace temp table checked as {checked}")
     con.execute(
@@ -296,9 +304,17 @@ def _current(entity: str) -> str:
                                    order by _extract_date desc, _source_line desc) = 1)"""
 
 
-def _live(entity: str) -> str:
+def _live(entity: str, keys: str | None = None) -> str:
+    """Live current rows; with `keys` (a query of id values) only those ids are versioned."""
     live = "coalesce(lower(record_status), '') <> 'deleted'"
-    return f"(select * from {_current(entity)} where {live})"
+    if keys is None:
+        return f"(select * from {_current(entity)} where {live})"
+    spec = BY_ENTITY[entity]
+    idc = _ident(spec.id_column)
+    current = f"""(select * from raw.{entity} where {idc} in ({keys})
+        qualify row_number() over (partition by {idc}
+                                   order by _extract_date desc, _source_line desc) = 1)"""
+    return f"(select * from {current} where {live})"
 
 
 def _resolve_references(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
@@ -307,17 +323,39 @@ def _resolve_references(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     Runs after all of the run's extracts are applied, parents before children, so that a row
     orphaned by a quarantined parent is caught too.
     """
+    run = _sql_str(run_id)
+
+    def run_ids(entity: str) -> str:
+        """Ids this run touched: only their versions are looked at (a delta night is small)."""
+        idc = _ident(BY_ENTITY[entity].id_column)
+        return f"select {idc} from raw.{entity} where _run_id = {run}"
+
+    def keys(entity: str, key: str) -> str:
+        """Parent keys referenced by this run's rows of entity."""
+        return f"select {key} from raw.{entity} where _run_id = {run}"
+
+    tumor_keys = keys("imaging", "tumor_id")
+    tumor_procedures = f"select procedure_id from raw.tumors where tumor_id in ({tumor_keys})"
     anchors = {
         # entity -> (parent relation, parent key, parent date expression)
-        "procedures": (_live("patients"), "patient_mrn", "birth_date"),
-        "tumors": (_live("procedures"), "procedure_id", None),
+        "procedures": (
+            _live("patients", keys("procedures", "patient_mrn")),
+            "patient_mrn",
+            "birth_date",
+        ),
+        "tumors": (_live("procedures", keys("tumors", "procedure_id")), "procedure_id", None),
         "imaging": (
-            f"(select t.tumor_id, pr.procedure_date from {_live('tumors')} t "
-            f"join {_live('procedures')} pr using (procedure_id))",
+            f"(select t.tumor_id, pr.procedure_date from {_live('tumors', tumor_keys)} t "
+            f"join {_live('procedures', tumor_procedures)} pr "
+            "using (procedure_id))",
             "tumor_id",
             "procedure_date",
         ),
-        "adverse_events": (_live("procedures"), "procedure_id", None),
+        "adverse_events": (
+            _live("procedures", keys("adverse_events", "procedure_id")),
+            "procedure_id",
+            None,
+        ),
     }
     for entity, (parent, key, parent_date) in anchors.items():
         spec = BY_ENTITY[entity]
@@ -338,8 +376,8 @@ def _resolve_references(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
         checked = f"""
             select r.*, list_filter([{", ".join(rules)}], lambda p: p is not null) as problems
             from (select r.*, p.{key} as parent_key, {date_select} as parent_date
-                  from {_live(entity)} r left join {parent} p on r.{key} = p.{key}
-                  where r._run_id = {_sql_str(run_id)}) r
+                  from {_live(entity, run_ids(entity))} r left join {parent} p on r.{key} = p.{key}
+                  where r._run_id = {run}) r
         """
         con.execute(f"create or replace temp table checked as {checked}")
         con.execute(

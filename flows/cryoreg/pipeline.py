@@ -90,9 +90,9 @@ def ingest_stage(work: Path, extracts: Path, run_id: str) -> ingest.IngestResult
 
 @task(name="dbt build", cache_policy=NO_CACHE, **RETRY)
 @detached
-def transform_stage(work: Path, key: str, run_id: str) -> transform.DbtSummary:
+def transform_stage(work: Path, key: str) -> transform.DbtSummary:
     """Build staging, intermediate and mart models and run their tests."""
-    summary = transform.dbt_build(work, key, run_id)
+    summary = transform.dbt_build(work, key)
     logger = get_run_logger()
     logger.info(
         "dbt build: %d nodes, %d passed, %d warned",
@@ -215,7 +215,7 @@ def nightly(
     staged_out = publish.staging_out_dir(paths, run_id)
     try:
         loaded = ingest_stage(work, paths.extracts, run_id)
-        dbt_summary = transform_stage(work, key, run_id)
+        dbt_summary = transform_stage(work, key)
         data_quality = quality_stage(work, run_id, dbt_summary, staged_out)
         metrics = analyze_stage(work)
         metrics["run"] = run_block(loaded, run_id, started)

@@ -20,8 +20,28 @@ def prepare_working_copy(paths: RunPaths) -> Path:
     work.parent.mkdir(parents=True, exist_ok=True)
     discard_working_copy(paths)
     if paths.warehouse.exists():
-        shutil.copyfile(paths.warehouse, work)
+        clone_or_copy(paths.warehouse, work)
     return work
+
+
+FICLONE = 0x40049409  # Linux ioctl: share the source's blocks copy-on-write (btrfs, XFS)
+
+
+def clone_or_copy(source: Path, target: Path) -> None:
+    """A copy-on-write clone where the file system has it (instant at any size), else a copy.
+
+    The working copy costs a full read and write of the warehouse every night on ext4 (about
+    1 s per GiB); a reflink makes it free where the file system supports it.
+    """
+    try:
+        import fcntl
+
+        with source.open("rb") as src, target.open("wb") as dst:
+            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+        return
+    except (ImportError, OSError):
+        target.unlink(missing_ok=True)
+    shutil.copyfile(source, target)
 
 
 def discard_working_copy(paths: RunPaths) -> None:
