@@ -159,11 +159,15 @@ def test_scale_row_counts_are_plausible(scale):
         g for (g,) in con.execute("select distinct ctcae_grade from adverse_events").fetchall()
     }
     assert grades <= {1, 2, 3, 4, 5}
-    codes = con.execute(
-        "select count(distinct guidance), count(distinct origin), count(distinct finding) "
-        "from procedures, tumors, imaging"
-    ).fetchone()
-    assert codes == (3, 2, 4)
+    codes = [
+        _count(con, f"select count(distinct {column}) from {table}")
+        for table, column in (
+            ("procedures", "guidance"),
+            ("tumors", "origin"),
+            ("imaging", "finding"),
+        )
+    ]
+    assert codes == [3, 2, 4]
 
 
 def test_scale_chunks_continue_ids(tmp_path):
@@ -188,3 +192,251 @@ def test_bad_arguments_write_nothing(kwargs, tmp_path):
     with pytest.raises(ValueError):
         synth.write_registry(tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+# --- nightly deltas (--nights) ----------------------------------------------------------------
+def _text(path):
+    import polars as pl
+
+    frame = pl.read_csv(path, infer_schema_length=0)
+    if "record_status" not in frame.columns:
+        frame = frame.with_columns(record_status=pl.lit(None, pl.String))
+    return frame
+
+
+def _final_state(folders, name):
+    """Apply the folders as ingest does: later folder, then later line, wins; deletes remove."""
+    import polars as pl
+
+    key = next(f.id_column for f in registry.FILES if f.file_name == name)
+    rows = pl.concat(
+        [_text(folder / name).with_row_index("_line").with_columns(_night=pl.lit(j))
+         for j, folder in enumerate(folders)],
+        how="diagonal",
+    )  # fmt: skip
+    current = rows.sort("_night", "_line").unique(key, keep="last", maintain_order=True)
+    live = current.filter(pl.col("record_status").is_null())
+    return live.select(CONTRACT[name].split(",")).sort(key)
+
+
+@pytest.fixture(scope="module")
+def three_nights(tmp_path_factory):
+    return synth.write_registry(tmp_path_factory.mktemp("nights"), nights=3)
+
+
+def test_nights_are_consecutive_days(three_nights):
+    assert [f.name for f in three_nights] == ["2014-12-31", "2015-01-01", "2015-01-02"]
+    for name, header in CONTRACT.items():
+        assert (three_nights[0] / name).read_text().splitlines()[0] == header
+        for delta in three_nights[1:]:
+            assert (delta / name).read_text().splitlines()[0] == header + ",record_status"
+
+
+def test_final_state_of_the_nights_is_the_paper_registry(paper, three_nights):
+    import polars as pl
+
+    for name in CONTRACT:
+        key = CONTRACT[name].split(",")[0]
+        one = pl.read_csv(paper / name, infer_schema_length=0).sort(key)
+        assert _final_state(three_nights, name).equals(one), name
+
+
+def test_deltas_hold_new_corrected_and_deleted_rows(paper, three_nights):
+    import polars as pl
+
+    first = {n: _text(three_nights[0] / n) for n in CONTRACT}
+    for name in CONTRACT:
+        key = CONTRACT[name].split(",")[0]
+        one = set(pl.read_csv(paper / name, infer_schema_length=0)[key])
+        seen = set(first[name][key])
+        new = corrected = deleted = 0
+        for delta in three_nights[1:]:
+            rows = _text(delta / name)
+            gone = rows.filter(pl.col("record_status") == "deleted")[key]
+            assert not set(gone) & one, "only rows entered by mistake are deleted"
+            assert set(gone) <= seen, "a deletion removes a row sent before"
+            deleted += len(gone)
+            live = rows.filter(pl.col("record_status").is_null())[key]
+            new += len(set(live) - seen)
+            corrected += len(set(live) & seen)
+            seen |= set(live)
+        assert deleted >= 1 and new >= 1, name
+        if name != "patients":  # a patient's correction (the spelling of the name) is rare
+            assert corrected >= 1, name
+
+
+def test_nights_same_seed_same_bytes(three_nights, tmp_path):
+    again = synth.write_registry(tmp_path / "again", nights=3)
+    assert [_files(a) for a in again] == [_files(f) for f in three_nights]
+
+
+def test_scale_nights_final_state(tmp_path):
+    import polars as pl
+
+    (one,) = synth.write_registry(
+        tmp_path / "one", profile="scale", patients=300, chunk_patients=120
+    )
+    folders = synth.write_registry(
+        tmp_path / "k", profile="scale", patients=300, chunk_patients=120, nights=4
+    )
+    assert len(folders) == 4
+    for name in CONTRACT:
+        key = CONTRACT[name].split(",")[0]
+        expected = pl.read_csv(one / name, infer_schema_length=0).sort(key)
+        assert _final_state(folders, name).equals(expected), name
+
+
+# --- injected defects (--faults) --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faulty")
+    (folder,) = synth.write_registry(root, faults=0.05)
+    return root, folder
+
+
+def _manifest(root, extract="2014-12-31"):
+    import polars as pl
+
+    return pl.read_csv(synth.manifest_path(root, extract), infer_schema_length=0)
+
+
+def test_manifest_sits_beside_the_extract(faulty):
+    root, folder = faulty
+    path = synth.manifest_path(root, folder.name)
+    assert path.is_file() and path.parent.parent == folder.parent
+    assert not ingest_folder_pattern().match(path.parent.name)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(CONTRACT)
+    assert _manifest(root).columns == list(synth.MANIFEST_COLUMNS)
+
+
+def ingest_folder_pattern():
+    from cryoreg.ingest import EXTRACT_FOLDER
+
+    return EXTRACT_FOLDER
+
+
+def test_every_defect_kind_is_injected(faulty):
+    m = _manifest(faulty[0])
+    kinds = set(m["kind"])
+    assert kinds >= {
+        "bad_date", "future_date", "impossible_date", "unknown_code", "not_a_number",
+        "out_of_range", "missing_required", "orphan", "duplicate_id", "accepted", "bom",
+        "reordered_columns", "cascade",
+    }  # fmt: skip
+    dates = m.filter(m["kind"] == "bad_date")["value"].to_list()
+    assert any("-02-30" in v for v in dates)
+    accepted = m.filter(m["kind"] == "accepted")
+    assert set(accepted["quarantined"]) <= {"false", "true"}
+    assert accepted.filter(accepted["quarantined"] == "false").height >= 5
+
+
+def test_manifest_lines_point_at_the_rows(faulty):
+    import polars as pl
+
+    root, folder = faulty
+    m = _manifest(root).filter(pl.col("line") != "1")
+    for name in CONTRACT:
+        raw = (folder / name).read_bytes().decode("utf-8-sig").splitlines()
+        rows = m.filter(pl.col("file") == f"{folder.name}/{name}")
+        assert rows.height, name
+        for line, row_id in zip(rows["line"], rows["id"], strict=True):
+            assert row_id in raw[int(line) - 1], (name, line)
+
+
+def test_rate_is_the_share_of_rows(faulty, paper):
+    import polars as pl
+
+    root, folder = faulty
+    m = _manifest(root).filter(~pl.col("kind").is_in(["cascade", "bom", "reordered_columns"]))
+    for name in CONTRACT:
+        rows = pl.read_csv(paper / name, infer_schema_length=0).height
+        hit = m.filter(pl.col("file") == f"{folder.name}/{name}").height
+        assert abs(hit - 0.05 * rows) <= 1, name
+
+
+def test_bom_and_reordered_columns(faulty):
+    root, folder = faulty
+    m = _manifest(root)
+    (bom,) = m.filter(m["kind"] == "bom")["file"]
+    assert (folder.parent / bom).read_bytes().startswith(b"\xef\xbb\xbf")
+    (moved,) = m.filter(m["kind"] == "reordered_columns")["file"]
+    header = (folder.parent / moved).read_bytes().decode("utf-8-sig").splitlines()[0]
+    name = moved.split("/")[1]
+    assert header != CONTRACT[name] and sorted(header.split(",")) == sorted(
+        CONTRACT[name].split(",")
+    )
+
+
+def test_faults_same_seed_same_bytes(faulty, tmp_path):
+    root, folder = faulty
+    (again,) = synth.write_registry(tmp_path, faults=0.05)
+    assert _files(again) == _files(folder)
+    assert (
+        synth.manifest_path(tmp_path, again.name).read_bytes()
+        == synth.manifest_path(root, folder.name).read_bytes()
+    )
+
+
+def test_without_faulty_is_the_clean_registry_minus_quarantined_ids(faulty, paper, tmp_path):
+    (clean,) = synth.write_registry(tmp_path, faults=0.05, without_faulty=True)
+    assert not (tmp_path / synth.MANIFEST_DIR).exists()
+    con = _views(clean)
+    full = _views(paper)
+    m = _manifest(faulty[0])
+    for name in CONTRACT:
+        table, key = name.removesuffix(".csv"), CONTRACT[name].split(",")[0]
+        ours = {r for (r,) in con.execute(f"select {key} from {table}").fetchall()}
+        theirs = {r for (r,) in full.execute(f"select {key} from {table}").fetchall()}
+        q = m.filter((m["file"] == f"2014-12-31/{name}") & (m["quarantined"] == "true"))
+        dropped = set(q["id"]) - set(q.filter(q["kind"] == "duplicate_id")["id"])
+        assert ours == theirs - dropped, name
+    for child, parent, key in [
+        ("procedures", "patients", "patient_mrn"),
+        ("tumors", "procedures", "procedure_id"),
+        ("imaging", "tumors", "tumor_id"),
+        ("adverse_events", "procedures", "procedure_id"),
+    ]:
+        assert _count(con, f"select count(*) from {child} anti join {parent} using ({key})") == 0
+
+
+def test_nights_and_faults_combine(tmp_path):
+    folders = synth.write_registry(tmp_path, nights=3, faults=0.02)
+    for folder in folders:
+        m = _manifest(tmp_path, folder.name)
+        assert set(m["extract"]) == {folder.name}
+    assert len(_manifest(tmp_path, "2015-01-02")) > 0
+
+
+@pytest.mark.parametrize("kwargs", [{"faults": -0.1}, {"faults": 0.9}, {"nights": 0}])
+def test_bad_fault_or_night_arguments_write_nothing(kwargs, tmp_path):
+    with pytest.raises(ValueError):
+        synth.write_registry(tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--faults", "0.9"], "--faults is a share of rows between 0 and 0.5"),
+        (["--nights", "0"], "--nights must be at least 1"),
+    ],
+)
+def test_cli_refuses_bad_fault_or_night_options(args, message, tmp_path):
+    from conftest import run_cryoreg
+
+    proc = run_cryoreg("synth", "out", *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"cryoreg: error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_writes_nights_and_manifests(tmp_path):
+    from conftest import run_cryoreg
+
+    proc = run_cryoreg("synth", "out", "--nights", "2", "--faults", "0.01", cwd=tmp_path)
+    assert proc.stdout.splitlines() == [
+        "wrote out/2014-12-31",
+        "  defects: out/_manifest/2014-12-31.faults.csv",
+        "wrote out/2015-01-01",
+        "  defects: out/_manifest/2015-01-01.faults.csv",
+    ]

@@ -117,7 +117,10 @@ def read_header(path: Path, label: str) -> list[str]:
         with path.open("r", encoding="utf-8-sig", newline="") as handle:
             first = handle.readline()
     except UnicodeDecodeError as exc:
-        raise RegistryInputError(f"{label}: not UTF-8 text ({exc.reason})") from exc
+        first, reason = None, exc.reason
+    if first is None:  # raised outside the except block: no context whose frames hold the
+        # connection (DuckDB leak warnings after the one-line error)
+        raise RegistryInputError(f"{label}: not UTF-8 text ({reason})")
     if not first.strip():
         raise RegistryInputError(f"{label}: empty file, no header row")
     names = next(csv.reader(io.StringIO(first)))
@@ -245,6 +248,7 @@ def _land_file(
         f"nullif(trim({by_name[c]}), '') as {_ident(c)}" if c in by_name else f"null as {_ident(c)}"
         for c in spec.column_names
     )
+    reason = None
     try:
         con.execute(
             f"""create or replace temp table landing as
@@ -256,8 +260,9 @@ def _land_file(
     except duckdb.Error as exc:
         detail = str(exc).splitlines()
         reason = next((d for d in detail if "unicode" in d.lower()), detail[0])
-        # from None: the DuckDB error's frames hold the connection (leak warnings at exit)
-        raise RegistryInputError(f"{label}: not a valid UTF-8 CSV file: {reason}") from None
+    if reason is not None:  # raised outside the except block: no context whose frames hold
+        # the connection (DuckDB leak warnings at exit; `from None` keeps __context__)
+        raise RegistryInputError(f"{label}: not a valid UTF-8 CSV file: {reason}")
     account.read = con.execute("select count(*) from landing").fetchone()[0]
     return account
 

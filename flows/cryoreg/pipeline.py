@@ -45,6 +45,7 @@ def detached(stage):
         try:
             result = stage(*args, **kwargs)
         except Exception as exc:
+            exc.__context__ = exc.__cause__ = None  # their frames may hold the connection too
             raise exc.with_traceback(None) from None
         logger.info("stage finished: %s in %.2f s", task_run.task_name, time.perf_counter() - began)
         return result

@@ -4,8 +4,10 @@ Both profiles run one vectorised generator. The paper profile draws exact-count 
 (shuffled per seed) and calibrates the continuous values (ages, diameters, follow-up) so that the
 pipeline reproduces every count of Glazer et al. (AJR 2017); the scale profile draws the same
 shares at random, chunk by chunk, so a million patients never sit in memory at once. Frames are
-built first and written afterwards, so later options (faults, nightly deltas) can rework frames
-before they reach disk.
+built first and written afterwards, so that `--nights` can split them into a full load and
+daily deltas (new, corrected and deleted rows whose final state is the one-night registry) and
+`--faults` can corrupt a share of rows, with a ground-truth manifest of what ingest must
+quarantine (and why) written beside the extract folders.
 """
 
 from __future__ import annotations
@@ -253,16 +255,20 @@ def _force(rng, labels, idx, value, stratum, frozen) -> None:
         labels[idx], labels[other] = value, labels[idx]
 
 
-def _swap_fix(rng, cell, group, needs, pool, ok, frozen) -> None:
+def _swap_fix(c, needs, pool, ok, fallback: np.ndarray) -> None:
     """Tumors whose cell needs `ok` but lack it swap cells with pool-cell tumors of their size
-    group that have it, so every count stays exact."""
+    group that have it, so the cells' counts stay exact. Scale chunks too small for that move
+    the rest to the fallback cell; the paper's plan must always fit."""
     for g in (0, 1):
-        bad = np.flatnonzero((group == g) & needs[cell] & ~ok & ~frozen)
-        cand = np.flatnonzero((group == g) & pool[cell] & ok & ~frozen)
-        if len(bad) > len(cand):
+        group = c.tum_group == g
+        bad = np.flatnonzero(group & needs[c.cell] & ~ok & ~c.frozen)
+        cand = np.flatnonzero(group & pool[c.cell] & ok & ~c.frozen)
+        if len(bad) > len(cand) and c.paper:
             raise RuntimeError("the synthetic plan cannot be made feasible")
-        take = rng.choice(cand, len(bad), replace=False)
-        cell[bad], cell[take] = cell[take], cell[bad].copy()
+        take = c.rng.choice(cand, min(len(bad), len(cand)), replace=False)
+        swap, rest = bad[: len(take)], bad[len(take) :]
+        c.cell[swap], c.cell[take] = c.cell[take], c.cell[swap].copy()
+        c.cell[rest] = fallback[c.cell[rest]]
 
 
 def _cell_of(group: int, klass: int, tech: int) -> int:
@@ -271,7 +277,7 @@ def _cell_of(group: int, klass: int, tech: int) -> int:
 
 
 def _cell_map(klass: int) -> np.ndarray:
-    """Per cell, the cell of the same group and technical result in class klass (scale)."""
+    """Per cell, the cell of the same group and technical result in class klass."""
     out = np.arange(len(CELLS))
     for i, (g, _, t, _) in enumerate(CELLS):
         hit = (g == CELL_GROUP) & (klass == CELL_CLASS) & (t == CELL_TECH)
@@ -449,10 +455,7 @@ def _outcomes(c: _Plan) -> None:
     # TE-evaluable tumors need room for follow-up (the lower bound holds for any scale)
     evaluable_cell = CELL_CLASS != NE
     ok = _follow_up(c, 0.0)[1] >= EVALUABLE_MIN_DAYS
-    if c.paper:
-        _swap_fix(rng, c.cell, c.tum_group, evaluable_cell, ~evaluable_cell, ok, c.frozen)
-    else:
-        c.cell = np.where(evaluable_cell[c.cell] & ~ok, _cell_map(NE)[c.cell], c.cell)
+    _swap_fix(c, evaluable_cell, ~evaluable_cell, ok, _cell_map(NE))
     evaluable = evaluable_cell[c.cell]
 
     if c.paper:  # calibrate: mean follow-up of TE-evaluable tumors 2.5 years
@@ -481,10 +484,7 @@ def _outcomes(c: _Plan) -> None:
     # later progression needs a read after the TE study
     ok = c.f >= c.te_day + 90
     ltp_cell = CELL_CLASS == LTP
-    if c.paper:
-        _swap_fix(rng, c.cell, c.tum_group, ltp_cell, evaluable_cell & ~ltp_cell, ok, c.frozen)
-    else:
-        c.cell = np.where(ltp_cell[c.cell] & ~ok, _cell_map(CLEAN)[c.cell], c.cell)
+    _swap_fix(c, ltp_cell, evaluable_cell & ~ltp_cell, ok, _cell_map(CLEAN))
     c.klass = CELL_CLASS[c.cell]
 
     ne_kind = _pick(NE_KINDS_P, n, rng)
@@ -783,21 +783,625 @@ def write_frames(folder: Path, chunks: Iterator[Frames]) -> Path:
     return folder
 
 
+def _chain(first: Frames, rest: Iterator[Frames]) -> Iterator[Frames]:
+    yield first
+    yield from rest
+
+
+# --- nightly deltas (--nights) and injected defects (--faults) -------------------------------
+ID_COLUMN = {
+    "patients": "patient_mrn",
+    "procedures": "procedure_id",
+    "tumors": "tumor_id",
+    "imaging": "imaging_id",
+    "adverse_events": "event_id",
+}
+PARENT = {  # entity -> (parent entity, foreign-key column)
+    "procedures": ("patients", "patient_mrn"),
+    "tumors": ("procedures", "procedure_id"),
+    "imaging": ("tumors", "tumor_id"),
+    "adverse_events": ("procedures", "procedure_id"),
+}
+ID_FORMAT = {
+    "procedures": ("PRC", 8),
+    "tumors": ("TUM", 8),
+    "imaging": ("IMG", 9),
+    "adverse_events": ("AE", 8),
+}
+MANIFEST_DIR = "_manifest"  # beside the extract folders; not a YYYY-MM-DD name, never ingested
+MANIFEST_COLUMNS = (
+    "extract",
+    "file",
+    "line",
+    "id",
+    "kind",
+    "column",
+    "value",
+    "expected_reason",
+    "quarantined",
+    "cause",
+)
+MAX_FAULT_RATE = 0.5
+P_LATE = {"patients": 0.12, "procedures": 0.08, "imaging": 0.15, "adverse_events": 0.10}
+P_CORRECTED = 0.03  # rows first sent with a wrong value, corrected in a later night
+
+# Per file: (defect kind, columns it may hit). One defect per corrupted row; the kinds are dealt
+# in turn so that even a small file gets a varied mix. `accepted` defects (stray whitespace and
+# case) must load after normalising; `impossible_date` in procedures/imaging and `orphan` are
+# found only when references are resolved.
+FAULT_KINDS = {
+    "patients": (
+        ("bad_date", ("birth_date", "death_date", "last_contact_date")),
+        ("future_date", ("death_date", "last_contact_date")),
+        ("impossible_date", ("death_date", "last_contact_date")),
+        ("unknown_code", ("sex",)),
+        ("missing_required", ("sex", "birth_date")),
+        ("duplicate_id", ("patient_mrn",)),
+        ("accepted", ("sex",)),
+    ),
+    "procedures": (
+        ("bad_date", ("procedure_date",)),
+        ("future_date", ("procedure_date",)),
+        ("impossible_date", ("procedure_date",)),
+        ("unknown_code", ("guidance", "anesthesia")),
+        ("not_a_number", ("probe_count",)),
+        ("out_of_range", ("probe_count",)),
+        ("missing_required", ("procedure_date", "guidance")),
+        ("orphan", ("patient_mrn",)),
+        ("duplicate_id", ("procedure_id",)),
+        ("accepted", ("guidance", "anesthesia")),
+    ),
+    "tumors": (
+        ("unknown_code", ("origin", "technical_result")),
+        ("not_a_number", ("diameter_mm",)),
+        ("out_of_range", ("diameter_mm", "liver_segment")),
+        ("missing_required", ("origin", "histology", "diameter_mm", "technical_result")),
+        ("orphan", ("procedure_id",)),
+        ("duplicate_id", ("tumor_id",)),
+        ("accepted", ("origin", "histology", "technical_result")),
+    ),
+    "imaging": (
+        ("bad_date", ("imaging_date",)),
+        ("future_date", ("imaging_date",)),
+        ("impossible_date", ("imaging_date",)),
+        ("unknown_code", ("modality", "finding")),
+        ("missing_required", ("imaging_date", "modality", "finding")),
+        ("orphan", ("tumor_id",)),
+        ("duplicate_id", ("imaging_id",)),
+        ("accepted", ("modality", "finding")),
+    ),
+    "adverse_events": (
+        ("bad_date", ("onset_date",)),
+        ("future_date", ("onset_date",)),
+        ("not_a_number", ("ctcae_grade",)),
+        ("out_of_range", ("ctcae_grade",)),
+        ("missing_required", ("onset_date", "ctcae_grade")),
+        ("orphan", ("procedure_id",)),
+        ("duplicate_id", ("event_id",)),
+        ("accepted", ("ctcae_grade",)),
+    ),
+}
+WRONG_CODES = {
+    "sex": ("U", "X", "W", "2"),
+    "guidance": ("US", "CBCT", "fluoroscopy", "PET-CT"),
+    "anesthesia": ("local", "sedation", "GA"),
+    "origin": ("secondary", "unknown", "recurrence"),
+    "technical_result": ("partial", "success", "n/a"),
+    "modality": ("XR", "PET-CT", "CEUS", "SPECT"),
+    "finding": ("stable", "complete_response", "progression", "NED"),
+}
+OUT_OF_RANGE = {
+    "probe_count": ((0, 1), (26, 41)),
+    "diameter_mm": ((0, 1), (301, 1000), (-60, -1)),
+    "liver_segment": ((0, 1), (9, 10)),
+    "ctcae_grade": ((0, 1), (6, 10)),
+}
+ROMAN = ("0", "I", "II", "III", "IV", "V")
+NOTES = ("_kind", "_col", "_code", "_value")  # what _corrupt did to a row
+
+
+def extract_dates(nights: int) -> list[str]:
+    """Folder names: the full load on the extract date, then one delta per following day."""
+    return [date.fromordinal(EXTRACT_DATE.toordinal() + j).isoformat() for j in range(nights)]
+
+
+def manifest_path(out_root: Path, extract: str) -> Path:
+    """Where the ground truth of one extract folder's defects lives (never read by ingest)."""
+    return Path(out_root) / MANIFEST_DIR / f"{extract}.faults.csv"
+
+
+def _text(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.all().cast(pl.String))
+
+
+def _annotate(chunk: Frames) -> dict[str, pl.DataFrame]:
+    """Text frames with hidden helper columns: `_idx` (order), `_pat` (the row's patient) and
+    `_anchor` (the date a reference check compares against)."""
+    t = {name: _text(frame).with_row_index("_idx") for name, frame in chunk.items()}
+    left = {"how": "left", "maintain_order": "left"}
+    pat = t["patients"].with_columns(_pat=pl.col("patient_mrn"), _anchor=pl.col("birth_date"))
+    proc = t["procedures"].join(
+        pat.select("patient_mrn", pl.col("birth_date").alias("_anchor")), on="patient_mrn", **left
+    )
+    proc = proc.with_columns(_pat=pl.col("patient_mrn"))
+    tum = t["tumors"].join(
+        proc.select("procedure_id", "_pat", pl.col("procedure_date").alias("_anchor")),
+        on="procedure_id",
+        **left,
+    )
+    img = t["imaging"].join(tum.select("tumor_id", "_pat", "_anchor"), on="tumor_id", **left)
+    ae = t["adverse_events"].join(
+        proc.select("procedure_id", "_pat", pl.col("procedure_date").alias("_anchor")),
+        on="procedure_id",
+        **left,
+    )
+    out = {"patients": pat, "procedures": proc, "tumors": tum, "imaging": img, "adverse_events": ae}
+    return {
+        name: f.with_columns(
+            _key=pl.col("_idx").cast(pl.Float64),
+            record_status=pl.lit(None, pl.String),
+            _mistake=pl.lit(False),
+        )
+        for name, f in out.items()
+    }
+
+
+# --- nights -----------------------------------------------------------------------------------
+def _arrivals(t: dict[str, pl.DataFrame], k: int, rng: np.random.Generator) -> None:
+    """`_night`: when each row first reaches the registry; children never before their parent."""
+
+    def later(name: str, n: int) -> np.ndarray:
+        return np.where(rng.random(n) < P_LATE.get(name, 0.0), rng.integers(1, k, n), 0)
+
+    def inherit(name: str, parent: str, key: str) -> None:
+        f = t[name].join(
+            t[parent].select(key, pl.col("_night").alias("_up")),
+            on=key,
+            how="left",
+            maintain_order="left",
+        )
+        night = np.maximum(f["_up"].to_numpy(), later(name, f.height))
+        t[name] = f.drop("_up").with_columns(_night=pl.Series(night))
+
+    t["patients"] = t["patients"].with_columns(
+        _night=pl.Series(later("patients", t["patients"].height))
+    )
+    inherit("procedures", "patients", "patient_mrn")
+    inherit("tumors", "procedures", "procedure_id")
+    inherit("imaging", "tumors", "tumor_id")
+    inherit("adverse_events", "procedures", "procedure_id")
+
+
+def _shift_dates(values: pl.Series, days: np.ndarray) -> pl.Series:
+    moved = values.str.to_date().cast(pl.Int32) + pl.Series(days.astype(np.int32))
+    return moved.cast(pl.Date).cast(pl.String)
+
+
+def _earlier_version(name: str, f: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+    """A plausible first version of each row, corrected later to the final one."""
+    n = f.height
+    if name == "patients":
+        return f.with_columns(pl.col("patient_name").str.to_uppercase())
+    if name == "procedures":
+        probes = f["probe_count"].cast(pl.Int64)
+        step = pl.Series(np.where(rng.random(n) < 0.5, -1, 1))
+        changed = (probes + step).clip(1, 25)
+        changed = pl.select(
+            pl.when(changed == probes).then(probes + 1).otherwise(changed)
+        ).to_series()
+        return f.with_columns(probe_count=changed.cast(pl.String))
+    if name == "tumors":
+        mm = f["diameter_mm"].cast(pl.Int64)
+        step = pl.Series(rng.integers(1, 6, n) * np.where(rng.random(n) < 0.5, -1, 1))
+        changed = (mm + step).clip(1, 300)
+        changed = pl.select(pl.when(changed == mm).then(mm + 1).otherwise(changed)).to_series()
+        return f.with_columns(diameter_mm=changed.cast(pl.String))
+    if name == "imaging":
+        now = f["finding"].replace_strict(FINDINGS, range(len(FINDINGS))).to_numpy()
+        other = (now + rng.integers(1, len(FINDINGS), n)) % len(FINDINGS)
+        return f.with_columns(finding=_codes(FINDINGS, other))
+    grade = f["ctcae_grade"].cast(pl.Int64).to_numpy()
+    other = np.where(grade < 5, (grade - 1 + rng.integers(1, 4, n)) % 4 + 1, grade)
+    return f.with_columns(ctcae_grade=pl.Series(other).cast(pl.String))
+
+
+def _new_ids(name: str, counter: dict, n: int) -> pl.Series:
+    """Ids for rows entered by mistake: counted down from the top of the id space, so they
+    never meet a real id."""
+    start = counter[name]
+    counter[name] += n
+    if name == "patients":
+        serial = MRN_SPACE - 1 - (start + np.arange(n, dtype=np.int64))
+        number = (serial * MRN_STEP + counter["mrn_shift"]) % MRN_SPACE + 1_000_000
+        return "MRN" + pl.Series(number, dtype=pl.Int64).cast(pl.String)
+    prefix, width = ID_FORMAT[name]
+    number = 10**width - 1 - (start + np.arange(n, dtype=np.int64))
+    return prefix + pl.Series(number, dtype=pl.Int64).cast(pl.String).str.zfill(width)
+
+
+def _tombstones(f: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Deletion rows: the id and record_status=deleted, every other value empty."""
+    keep = {ID_COLUMN[name], "_pat", "_night", "_key", "_idx"}
+    return f.with_columns(
+        [pl.lit(None, pl.String).alias(c) for c in COLUMNS[name] if c not in keep]
+        + [pl.lit("deleted").alias("record_status"), pl.col("_key") + 1e12]
+    )
+
+
+def _mistakes(t, k: int, rng, counter: dict) -> dict[str, list[pl.DataFrame]]:
+    """Rows entered by mistake in one night and deleted in a later one: reads and events keyed
+    twice, and a patient registered twice (with a procedure and a tumor), deleted as a whole."""
+    rows: dict[str, list[pl.DataFrame]] = {name: [] for name in COLUMNS}
+
+    def add(name: str, f: pl.DataFrame, night: int, gone: int) -> None:
+        f = f.with_columns(_mistake=pl.lit(True))
+        rows[name].append(f.with_columns(_night=pl.lit(night, pl.Int64), _key=pl.col("_key") + 0.5))
+        rows[name].append(_tombstones(f, name).with_columns(_night=pl.lit(gone, pl.Int64)))
+
+    for night in range(k - 1):
+        gone = int(rng.integers(night + 1, k))
+        for name, per in (("imaging", 500), ("adverse_events", 200)):
+            pool = np.flatnonzero(t[name]["_night"].to_numpy() <= night)
+            take = rng.choice(pool, min(len(pool), max(1, t[name].height // per)), replace=False)
+            copy = t[name][np.sort(take)]
+            add(
+                name,
+                copy.with_columns(_new_ids(name, counter, copy.height).alias(ID_COLUMN[name])),
+                night,
+                gone,
+            )
+        procs = np.flatnonzero(t["procedures"]["_night"].to_numpy() <= night)
+        if not len(procs):
+            continue
+        proc = t["procedures"][int(rng.choice(procs))]
+        tum = t["tumors"].filter(pl.col("procedure_id") == proc["procedure_id"][0]).head(1)
+        pat = t["patients"].filter(pl.col("patient_mrn") == proc["patient_mrn"][0])
+        mrn, pid = _new_ids("patients", counter, 1), _new_ids("procedures", counter, 1)
+        add("patients", pat.with_columns(patient_mrn=mrn), night, gone)
+        add("procedures", proc.with_columns(procedure_id=pid, patient_mrn=mrn), night, gone)
+        add(
+            "tumors",
+            tum.with_columns(tumor_id=_new_ids("tumors", counter, 1), procedure_id=pid),
+            night,
+            gone,
+        )
+    return rows
+
+
+def _split_nights(chunk: Frames, k: int, rng, counter: dict) -> list[dict[str, pl.DataFrame]]:
+    """One chunk as k folders: its final state is exactly the chunk. Night 0 is the full load
+    of what had arrived; later nights bring new rows, corrections (same id, changed values)
+    and deletions (record_status=deleted) of rows entered by mistake.
+
+    `_cand` marks rows whose patient's history is a single version of every row: only those may
+    be corrupted, so the quarantine they cause is the same whichever way the nights are loaded.
+    """
+    t = _annotate(chunk)
+    if k == 1:
+        return [{name: f.with_columns(_cand=pl.lit(True)) for name, f in t.items()}]
+    _arrivals(t, k, rng)
+    mistakes = _mistakes(t, k, rng, counter)
+    touched = [m["_pat"] for name in COLUMNS for m in mistakes[name]]
+    versions: dict[str, list[pl.DataFrame]] = {}
+    for name, f in t.items():
+        night = f["_night"].to_numpy()
+        fix = np.where(
+            (night < k - 1) & (rng.random(f.height) < P_CORRECTED),
+            rng.integers(np.minimum(night + 1, k - 1), k),
+            -1,
+        )
+        if name == "procedures":
+            fix[f["probe_count"].is_null().to_numpy()] = -1
+        fixed = pl.Series(fix > 0)
+        first = _earlier_version(name, f.filter(fixed), rng)
+        later = f.filter(fixed).with_columns(_night=pl.Series(fix[fix > 0]))
+        touched.append(f.filter(fixed)["_pat"])
+        versions[name] = [f.filter(~fixed), first, later]
+    history = pl.concat(touched).unique().implode()  # patients with more than one version
+    nights: list[dict[str, pl.DataFrame]] = [{} for _ in range(k)]
+    for name in COLUMNS:
+        rows = pl.concat(versions[name] + mistakes[name], how="vertical_relaxed")
+        rows = rows.with_columns(_cand=~pl.col("_pat").is_in(history) & ~pl.col("_mistake"))
+        for j in range(k):
+            nights[j][name] = rows.filter(pl.col("_night") == j).sort("_key").drop("_night")
+    return nights
+
+
+# --- faults -----------------------------------------------------------------------------------
+def _choose(options: list[pl.Series], rng: np.random.Generator) -> pl.Series:
+    stack = np.stack([o.to_numpy().astype(object) for o in options])
+    pick = rng.integers(0, len(options), stack.shape[1])
+    return pl.Series(stack[pick, np.arange(stack.shape[1])].tolist(), dtype=pl.String)
+
+
+def _bad_values(kind: str, column: str, vals: pl.Series, anchor: pl.Series, rng, day: int):
+    """Defective replacements for vals (text), vectorised per (kind, column)."""
+    n = len(vals)
+    if kind == "missing_required":
+        return pl.Series([None] * n, dtype=pl.String)
+    if kind == "orphan":  # a truncated id: one digit short, so no such row exists
+        return vals.str.head(-1)
+    if kind == "unknown_code":
+        return _codes(WRONG_CODES[column], rng.integers(0, len(WRONG_CODES[column]), n))
+    if kind == "bad_date":  # day-first, Feb 30, Apr 31, no separators
+        d = vals.str.to_date()
+        year = d.dt.year().cast(pl.String)
+        return _choose(
+            [d.dt.strftime("%d/%m/%Y"), year + "-02-30", year + "-04-31", d.dt.strftime("%Y%m%d")],
+            rng,
+        )
+    if kind == "future_date":
+        return _dates(day + rng.integers(1, 400, n)).cast(pl.String)
+    if kind == "impossible_date":  # before birth, or a read before its procedure
+        back = rng.integers(1, 61, n) if column == "imaging_date" else rng.integers(1, 3651, n)
+        return _shift_dates(anchor, -back)
+    if kind == "not_a_number":
+        if column == "ctcae_grade":
+            return _choose(["G" + vals, _codes(ROMAN, vals.cast(pl.Int64).to_numpy())], rng)
+        if column == "diameter_mm":
+            return _choose([vals + "mm", "~" + vals, vals + " mm"], rng)
+        return _choose([vals + " probes", pl.Series(["n/a"] * n)], rng)
+    if kind == "out_of_range":
+        ranges = np.asarray(OUT_OF_RANGE[column])
+        pick = rng.integers(0, len(ranges), n)
+        return pl.Series(rng.integers(ranges[pick, 0], ranges[pick, 1])).cast(pl.String)
+    if kind == "accepted":  # stray whitespace and case, fine after trimming and case folding
+        cased = _choose(
+            [vals.str.to_lowercase(), vals.str.to_uppercase(), vals.str.to_titlecase()], rng
+        )
+        return _choose([" " + cased, cased + " ", "  " + cased + " "], rng)
+    raise ValueError(kind)
+
+
+def _row_level(name: str, kind: str) -> bool:
+    """Kinds ingest finds in the row itself (the others when it resolves references)."""
+    if kind in ("accepted", "orphan"):
+        return False
+    return kind != "impossible_date" or name == "patients"
+
+
+def _corrupt(name: str, f: pl.DataFrame, rate: float, rng, day: int) -> pl.DataFrame:
+    """Corrupt round(rate x rows) candidate rows of one file, one defect each; note in `_kind`,
+    `_col` and `_code` (the reason ingest gives in the row itself) what was done."""
+    n = f.height
+    notes = {c: pl.repeat(None, n, dtype=pl.String, eager=True) for c in NOTES}
+    cand = np.flatnonzero(f["_cand"].to_numpy() & f["record_status"].is_null().to_numpy())
+    m = min(len(cand), int(round(rate * n)))
+    rows = np.sort(rng.choice(cand, m, replace=False)) if m else np.zeros(0, np.int64)
+    kinds = FAULT_KINDS[name]
+    deal = rng.permutation(len(kinds))[np.arange(m) % len(kinds)]
+    dupes = []
+    for g, (kind, columns) in enumerate(kinds):
+        sel = rows[deal == g]
+        if not len(sel):
+            continue
+        eligible = np.column_stack([f[c].gather(sel).is_not_null().to_numpy() for c in columns])
+        pick = np.argmax(rng.random(eligible.shape) * eligible, axis=1)
+        ok = eligible[np.arange(len(sel)), pick]
+        for ci, column in enumerate(columns):
+            idx = sel[ok & (pick == ci)]
+            if not len(idx):
+                continue
+            if kind == "duplicate_id":
+                dupes.append(idx)
+                new = f[column].gather(idx)
+            else:
+                new = _bad_values(
+                    kind, column, f[column].gather(idx), f["_anchor"].gather(idx), rng, day
+                )
+                f = f.with_columns(f[column].clone().scatter(idx, new))
+            notes["_kind"].scatter(idx, kind)
+            notes["_col"].scatter(idx, column)
+            notes["_value"].scatter(idx, new)
+            if _row_level(name, kind):
+                notes["_code"].scatter(idx, kind)
+    f = f.with_columns(**notes)
+    if dupes:  # the same row again further down the file: the earlier copy is the defect
+        idx = np.sort(np.concatenate(dupes))
+        top = f["_key"].max()
+        key = f["_key"].gather(idx).to_numpy()
+        copies = f[idx].with_columns(
+            *(pl.lit(None, pl.String).alias(c) for c in NOTES),
+            _key=pl.Series(key + 0.25 + rng.random(len(idx)) * (top - key)),
+        )
+        f = pl.concat([f, copies]).sort("_key", maintain_order=True)
+    return f
+
+
+def _simulate(nights: list[dict[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
+    """Ingest's verdict on every row of every folder, loaded in one run: `_outcome` is the
+    reason code of a quarantined row (row problems first, then missing parents parents-first,
+    so children of a quarantined row are orphans), null for a loaded one."""
+    live: dict[str, pl.Series] = {}
+    out = {}
+    for name in COLUMNS:
+        idc = ID_COLUMN[name]
+        rows = pl.concat(
+            [f[name].with_columns(_folder=pl.lit(j, pl.Int64)) for j, f in enumerate(nights)],
+            how="vertical_relaxed",
+        )
+        current = (
+            rows.filter(pl.col("_code").is_null())
+            .sort("_folder", "_line")
+            .unique(subset=idc, keep="last", maintain_order=True)
+            .filter(pl.col("record_status").is_null())
+        )
+        verdict = pl.lit(None, pl.String)
+        if name in PARENT:
+            parent, fk = PARENT[name]
+            verdict = (
+                pl.when(~pl.col(fk).is_in(live[parent].implode()))
+                .then(pl.lit("orphan"))
+                .when(pl.col("_kind") == "impossible_date")
+                .then(pl.lit("impossible_date"))
+            )
+        current = current.with_columns(_verdict=verdict)
+        live[name] = current.filter(pl.col("_verdict").is_null())[idc]
+        rows = rows.join(
+            current.select("_folder", "_line", "_verdict"),
+            on=["_folder", "_line"],
+            how="left",
+            maintain_order="left",
+        )
+        out[name] = rows.with_columns(_outcome=pl.coalesce("_code", "_verdict"))
+    return out
+
+
+def _manifest_rows(verdicts: dict[str, pl.DataFrame], extracts: list[str]) -> pl.DataFrame:
+    """The corrupted rows and the rows quarantined because of them, one line each."""
+    parts = []
+    for name, rows in verdicts.items():
+        idc = ID_COLUMN[name]
+        parent, fk = PARENT.get(name, (None, idc))
+        hit = rows.filter(pl.col("_kind").is_not_null() | pl.col("_outcome").is_not_null())
+        extract = pl.col("_folder").replace_strict(
+            list(range(len(extracts))), extracts, return_dtype=pl.String
+        )
+        cascade = pl.col("_kind").is_null()
+        inherited = (pl.col("_outcome") == "orphan") & (pl.col("_kind").fill_null("") != "orphan")
+        parts.append(
+            hit.select(
+                extract.alias("extract"),
+                (extract + f"/{name}.csv").alias("file"),
+                pl.col("_line").alias("line"),
+                pl.col(idc).alias("id"),
+                pl.col("_kind").fill_null("cascade").alias("kind"),
+                pl.when(cascade).then(pl.lit(fk)).otherwise(pl.col("_col")).alias("column"),
+                pl.when(cascade).then(pl.col(fk)).otherwise(pl.col("_value")).alias("value"),
+                pl.col("_outcome").fill_null("").alias("expected_reason"),
+                pl.col("_outcome").is_not_null().alias("quarantined"),
+                pl.when(inherited)
+                .then(pl.lit(f"{parent} ") + pl.col(fk))
+                .otherwise(pl.lit(""))
+                .alias("cause"),
+            )
+        )
+    return pl.concat(parts)
+
+
+# --- writing ----------------------------------------------------------------------------------
+class _Writer:
+    """Appends chunks to the night folders, numbering physical lines as ingest will (header =
+    line 1); for a faulty registry, one file per folder gets a UTF-8 BOM and another its
+    columns in a different order, both of which ingest must accept."""
+
+    def __init__(self, folders: list[Path], rng: np.random.Generator | None):
+        self.folders, self.lines = folders, {}
+        self.layout: dict[tuple[int, str], tuple[list[str], bool]] = {}
+        self.file_rows: list[dict] = []
+        for j, folder in enumerate(folders):
+            names = list(COLUMNS)
+            bom = reorder = None
+            if rng is not None:
+                bom, reorder = rng.choice(names, 2, replace=False)
+            for name in names:
+                columns = list(COLUMNS[name]) + (["record_status"] if j else [])
+                if name == reorder:
+                    order = rng.permutation(len(columns))
+                    order = order if (order != np.arange(len(columns))).any() else order[::-1]
+                    columns = [columns[i] for i in order]
+                    self._note(folder.name, name, "reordered_columns", ",".join(columns))
+                if name == bom:
+                    self._note(folder.name, name, "bom", "\\ufeff")
+                self.layout[(j, name)] = (columns, name == bom)
+
+    def _note(self, extract: str, name: str, kind: str, value: str) -> None:
+        self.file_rows.append(
+            dict.fromkeys(MANIFEST_COLUMNS, "")
+            | {"extract": extract, "file": f"{extract}/{name}.csv", "line": 1, "kind": kind}
+            | {"value": value, "quarantined": False}
+        )
+
+    def number(self, nights: list[dict[str, pl.DataFrame]]) -> None:
+        for j, night in enumerate(nights):
+            for name, f in night.items():
+                start = self.lines.get((j, name), 0) + 2
+                night[name] = f.with_columns(_line=pl.int_range(start, start + f.height))
+                self.lines[(j, name)] = self.lines.get((j, name), 0) + f.height
+
+    def write(self, nights: list[dict[str, pl.DataFrame]]) -> None:
+        for j, night in enumerate(nights):
+            self.folders[j].mkdir(parents=True, exist_ok=True)
+            for name, f in night.items():
+                columns, bom = self.layout[(j, name)]
+                path = self.folders[j] / f"{name}.csv"
+                first = not path.exists()
+                with open(path, "wb" if first else "ab") as sink:
+                    if first and bom:
+                        sink.write("\ufeff".encode())
+                    f.select(columns).write_csv(sink, include_header=first)
+
+
 def write_registry(
     out_root: Path,
     profile: str = "paper",
     patients: int | None = None,
     seed: int = 20171201,
     chunk_patients: int = 50_000,
+    faults: float = 0.0,
+    nights: int = 1,
+    without_faulty: bool = False,
 ) -> list[Path]:
-    """Write the synthetic extract under out_root/<extract date>/; return the folders written."""
+    """Write the synthetic extract folders under out_root/<extract date>/; return them.
+
+    nights > 1 writes a full load and nights-1 daily deltas whose final state is the
+    single-night registry. faults > 0 corrupts that share of each file's rows and writes the
+    ground truth to out_root/_manifest/<date>.faults.csv. without_faulty writes instead the same
+    registry with neither the defects nor the rows they get quarantined (nor their children):
+    what a run on the faulty one should load.
+    """
+    if not 0.0 <= faults <= MAX_FAULT_RATE:
+        raise ValueError(f"faults must be a share between 0 and {MAX_FAULT_RATE}")
+    if nights < 1:
+        raise ValueError("nights must be at least 1")
     chunks = iter_frames(profile, patients, seed, chunk_patients)
     first = next(chunks)  # validates the arguments before anything is written
-    folder = Path(out_root) / EXTRACT_DATE.isoformat()
-    write_frames(folder, _chain(first, chunks))
-    return [folder]
+    if faults == 0 and nights == 1:
+        folder = Path(out_root) / EXTRACT_DATE.isoformat()
+        write_frames(folder, _chain(first, chunks))
+        return [folder]
+    extracts = extract_dates(nights)
+    folders = [Path(out_root) / name for name in extracts]
+    faulty = faults > 0 and not without_faulty
+    writer = _Writer(folders, np.random.default_rng([seed, 1 << 20]) if faulty else None)
+    counter = dict.fromkeys(COLUMNS, 0) | {"mrn_shift": seed % MRN_SPACE}
+    manifest = []
+    for i, chunk in enumerate(_chain(first, chunks)):
+        split = _split_nights(chunk, nights, np.random.default_rng([seed, i, 1]), counter)
+        rng = np.random.default_rng([seed, i, 2])
+        days = [(date.fromisoformat(e) - EPOCH).days for e in extracts]
+        bad = [
+            {name: _corrupt(name, f, faults, rng, days[j]) for name, f in night.items()}
+            for j, night in enumerate(split)
+        ]
+        writer.number(bad)
+        if without_faulty:
+            _drop_quarantined(split, _simulate(bad))
+            writer.write(split)
+        else:
+            if faulty:
+                manifest.append(_manifest_rows(_simulate(bad), extracts))
+            writer.write(bad)
+    if faulty:
+        _write_manifests(Path(out_root), extracts, manifest, writer.file_rows)
+    return folders
 
 
-def _chain(first: Frames, rest: Iterator[Frames]) -> Iterator[Frames]:
-    yield first
-    yield from rest
+def _drop_quarantined(nights: list[dict[str, pl.DataFrame]], verdicts) -> None:
+    """Remove every id that a run on the faulty registry would not load."""
+    for name, rows in verdicts.items():
+        idc = ID_COLUMN[name]
+        gone = rows.filter(pl.col("_outcome").is_not_null())[idc]
+        kept = rows.filter(pl.col("_outcome").is_null())[idc]
+        removed = gone.filter(~gone.is_in(kept.implode())).implode()
+        for night in nights:
+            night[name] = night[name].filter(~pl.col(idc).is_in(removed))
+
+
+def _write_manifests(out_root: Path, extracts, parts: list[pl.DataFrame], file_rows) -> None:
+    rows = pl.concat([pl.DataFrame(file_rows, schema=parts[0].schema), *parts])
+    rows = rows.with_columns(pl.col("line").cast(pl.Int64)).sort("file", "line", "kind")
+    for extract in extracts:
+        path = manifest_path(out_root, extract)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows.filter(pl.col("extract") == extract).write_csv(path)

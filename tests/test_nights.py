@@ -1,0 +1,198 @@
+"""Nightly operation end to end: `cryoreg synth --nights 3 --faults 0.01`, loaded night by night
+(a root that gains one folder a night) and all at once; then a re-run and a changed folder.
+
+Night by night must end where all at once does: same marts, same outcome metrics, the same rows
+quarantined (once). Re-running the last night changes nothing; a loaded folder that changed is a
+one-line error that leaves the published warehouse byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from cryoreg import synth
+
+from conftest import run_cryoreg
+
+pytestmark = pytest.mark.xdist_group("nights")
+
+NIGHTS = 3
+ENV = {
+    "CRYOREG_QUARANTINE_LIMIT": "0.25",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
+
+
+@pytest.fixture(scope="module")
+def loads(tmp_path_factory):
+    base = tmp_path_factory.mktemp("nights")
+    run_cryoreg("synth", "registry", "--nights", str(NIGHTS), "--faults", "0.01", cwd=base)
+    registry = base / "registry"  # also holds _manifest/, which ingest must pass over
+    folders = synth.extract_dates(NIGHTS)
+    once = base / "once"
+    once.mkdir()
+    run_cryoreg("run", "--extracts", str(registry), cwd=once, env=ENV)
+    nightly = base / "nightly"
+    (nightly / "extracts").mkdir(parents=True)
+    per_night = []
+    for name in folders:
+        shutil.copytree(registry / name, nightly / "extracts" / name)
+        run_cryoreg("run", cwd=nightly, env=ENV)
+        per_night.append(metrics(nightly))
+    return {"registry": registry, "once": once, "nightly": nightly, "per_night": per_night}
+
+
+def warehouse(folder: Path) -> Path:
+    return folder / "warehouse" / "cryoreg.duckdb"
+
+
+def metrics(folder: Path) -> dict:
+    return json.loads((folder / "out" / "metrics.json").read_text())
+
+
+def outcome(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k != "run" and "quarantin" not in k}
+
+
+def differences(a, b, path: str = "") -> list[str]:
+    """Where two metrics trees differ; floats are compared to 1e-9 relative (DuckDB's parallel
+    sums are not bit-identical from run to run)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b), key=str)
+        return [d for k in keys for d in differences(a.get(k), b.get(k), f"{path}/{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        pairs = enumerate(zip(a, b, strict=True))
+        return [d for i, (x, y) in pairs for d in differences(x, y, f"{path}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float | int) and not isinstance(b, bool):
+        same = math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+        return [] if same else [f"{path}: {a} != {b}"]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def query(path: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def marts_differences(a: Path, b: Path) -> dict[str, tuple[int, int]]:
+    """Per marts table: rows only in a, rows only in b (EXCEPT ALL both ways)."""
+    with duckdb.connect() as con:
+        con.execute(f"attach '{a}' as a (read_only)")
+        con.execute(f"attach '{b}' as b (read_only)")
+        tables = {
+            db: sorted(
+                t
+                for (t,) in con.execute(
+                    "select table_name from information_schema.tables "
+                    "where table_catalog = ? and table_schema = 'marts'",
+                    [db],
+                ).fetchall()
+            )
+            for db in ("a", "b")
+        }
+        assert tables["a"] == tables["b"] and len(tables["a"]) >= 4
+        out = {}
+        for t in tables["a"]:
+            only_a, only_b = (
+                con.execute(
+                    f"select count(*) from (select * from {x}.marts.{t} "
+                    f"except all select * from {y}.marts.{t})"
+                ).fetchone()[0]
+                for x, y in (("a", "b"), ("b", "a"))
+            )
+            rows = con.execute(f"select count(*) from a.marts.{t}").fetchone()[0]
+            assert rows > 0, t
+            out[t] = (only_a, only_b)
+        return out
+
+
+def quarantined(path: Path) -> list[tuple]:
+    return sorted(
+        query(
+            path, "select extract, file, line, record_id, reason_code from quarantine.rejected_rows"
+        )
+    )
+
+
+def test_night_by_night_gives_the_marts_of_all_at_once(loads):
+    diffs = marts_differences(warehouse(loads["nightly"]), warehouse(loads["once"]))
+    assert all(d == (0, 0) for d in diffs.values()), diffs
+
+
+def test_night_by_night_gives_the_metrics_of_all_at_once(loads):
+    assert not differences(outcome(metrics(loads["nightly"])), outcome(metrics(loads["once"])))
+    # and the nights differ from each other: data really arrived over time
+    first, last = loads["per_night"][0], loads["per_night"][-1]
+    assert first["cohort"]["tumors"] < last["cohort"]["tumors"]
+
+
+def test_same_rows_quarantined_as_the_manifest_says(loads):
+    nightly, once = quarantined(warehouse(loads["nightly"])), quarantined(warehouse(loads["once"]))
+    assert nightly == once and len(nightly) == len(set(nightly))
+    expected = pl.concat(
+        pl.read_csv(
+            synth.manifest_path(loads["registry"], name),
+            infer_schema_length=0,
+            schema_overrides={"line": pl.Int64, "quarantined": pl.Boolean},
+        )
+        for name in synth.extract_dates(NIGHTS)
+    ).filter(pl.col("quarantined"))
+    assert nightly == sorted(
+        expected.select("extract", "file", "line", "id", "expected_reason").iter_rows()
+    )
+    assert len({row[0] for row in nightly}) == NIGHTS  # defects in every night
+
+
+def test_each_run_loaded_only_its_new_folder(loads):
+    names = synth.extract_dates(NIGHTS)
+    log = query(warehouse(loads["nightly"]), "select extract, run_id from audit.load_log")
+    assert sorted(e for e, _ in log) == names and len({r for _, r in log}) == NIGHTS
+    for j, m in enumerate(loads["per_night"]):
+        flags = {e["name"]: e["loaded_this_run"] for e in m["run"]["extracts"]}
+        assert flags == {name: i == j for i, name in enumerate(names[: j + 1])}
+        assert {f["extract"] for f in m["run"]["files"]} == {names[j]}
+        for f in m["run"]["files"]:
+            assert f["read"] == f["loaded"] + f["quarantined"]
+
+
+def test_rerunning_the_last_night_is_a_no_op(loads, tmp_path):
+    nightly = loads["nightly"]
+    before = tmp_path / "before.duckdb"
+    shutil.copy2(warehouse(nightly), before)
+    log = sorted(query(before, "select * from audit.load_log"))
+    accounting = sorted(query(before, "select * from audit.file_accounting"))
+    rejected = quarantined(before)
+    run_cryoreg("run", cwd=nightly, env=ENV)
+    after = warehouse(nightly)
+    assert sorted(query(after, "select * from audit.load_log")) == log
+    assert sorted(query(after, "select * from audit.file_accounting")) == accounting
+    assert quarantined(after) == rejected
+    diffs = marts_differences(after, before)
+    assert all(d == (0, 0) for d in diffs.values()), diffs
+    m = metrics(nightly)
+    assert not differences(outcome(m), outcome(loads["per_night"][-1]))
+    assert m["run"]["files"] == []
+    assert not any(e["loaded_this_run"] for e in m["run"]["extracts"])
+
+
+def test_a_loaded_folder_that_changed_is_an_error(loads):
+    nightly = loads["nightly"]
+    published = warehouse(nightly).read_bytes()
+    changed = nightly / "extracts" / synth.extract_dates(NIGHTS)[1] / "imaging.csv"
+    text = changed.read_text()
+    changed.write_text(text.replace(",CT,", ",MRI,", 1))
+    assert changed.read_text() != text
+    proc = run_cryoreg("run", cwd=nightly, env=ENV, check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "2015-01-01: extract changed after it was loaded" in lines[0]
+    assert lines[0].startswith("cryoreg: error: ")
+    assert warehouse(nightly).read_bytes() == published
