@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -68,3 +69,18 @@ def paper_site(tmp_path_factory) -> PaperSite:
     proc = run_cryoreg("run", cwd=base)
     run_cryoreg("docs", cwd=base)
     return PaperSite(base, proc.stdout)
+
+
+def metric_differences(a, b, path: str = "") -> list[str]:
+    """Where two metrics trees differ; floats are compared to 1e-9 relative (DuckDB's parallel
+    sums are not bit-identical from run to run)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b), key=str)
+        return [d for k in keys for d in metric_differences(a.get(k), b.get(k), f"{path}/{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        pairs = enumerate(zip(a, b, strict=True))
+        return [d for i, (x, y) in pairs for d in metric_differences(x, y, f"{path}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float | int) and not isinstance(b, bool):
+        same = math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+        return [] if same else [f"{path}: {a} != {b}"]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]

@@ -10,7 +10,6 @@ problems must each stop a later night with one line and leave the published ware
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 
 from cryoreg import synth
 
+from conftest import metric_differences as differences
 from conftest import run_cryoreg
 
 pytestmark = pytest.mark.xdist_group("faults")
@@ -76,21 +76,6 @@ def outcome(m: dict) -> dict:
         for k, v in m.items()
         if k != "run" and "quarantin" not in k and "quality" not in k and "check" not in k
     }
-
-
-def differences(a, b, path: str = "") -> list[str]:
-    """Where two metrics trees differ; floats are compared to 1e-9 relative (DuckDB's parallel
-    sums are not bit-identical from run to run)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(set(a) | set(b), key=str)
-        return [d for k in keys for d in differences(a.get(k), b.get(k), f"{path}/{k}")]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        pairs = enumerate(zip(a, b, strict=True))
-        return [d for i, (x, y) in pairs for d in differences(x, y, f"{path}[{i}]")]
-    if isinstance(a, float) and isinstance(b, float | int) and not isinstance(b, bool):
-        same = math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-        return [] if same else [f"{path}: {a} != {b}"]
-    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
 @pytest.mark.parametrize("rate", RATES)

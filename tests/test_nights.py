@@ -9,7 +9,6 @@ one-line error that leaves the published warehouse byte-identical.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from cryoreg import synth
 
+from conftest import metric_differences as differences
 from conftest import run_cryoreg
 
 pytestmark = pytest.mark.xdist_group("nights")
@@ -59,21 +59,6 @@ def metrics(folder: Path) -> dict:
 
 def outcome(m: dict) -> dict:
     return {k: v for k, v in m.items() if k != "run" and "quarantin" not in k}
-
-
-def differences(a, b, path: str = "") -> list[str]:
-    """Where two metrics trees differ; floats are compared to 1e-9 relative (DuckDB's parallel
-    sums are not bit-identical from run to run)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(set(a) | set(b), key=str)
-        return [d for k in keys for d in differences(a.get(k), b.get(k), f"{path}/{k}")]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        pairs = enumerate(zip(a, b, strict=True))
-        return [d for i, (x, y) in pairs for d in differences(x, y, f"{path}[{i}]")]
-    if isinstance(a, float) and isinstance(b, float | int) and not isinstance(b, bool):
-        same = math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-        return [] if same else [f"{path}: {a} != {b}"]
-    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
 def query(path: Path, sql: str) -> list[tuple]:
