@@ -84,3 +84,16 @@ def metric_differences(a, b, path: str = "") -> list[str]:
         same = math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
         return [] if same else [f"{path}: {a} != {b}"]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def ingested_warehouse(tmp_path: Path, files: dict[str, str], limit: float = 0.9):
+    """A real DuckDB file after a real ingest of one extract folder dated 2014-12-31."""
+    import duckdb
+
+    from cryoreg import ingest
+
+    root = tmp_path / "extracts"
+    write_extract(root, "2014-12-31", files)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    ingest.ingest(con, root, "run-1", limit)
+    return con

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from test_quality import EVENTS, IMAGING, PATIENTS, PROCEDURES, TUMORS
 
-from cryoreg import expectations, ingest, quality
+from cryoreg import expectations, quality
 from cryoreg.quality import DataQualityError
 
-from conftest import write_extract
+from conftest import ingested_warehouse
 
 pytestmark = pytest.mark.xdist_group("great_expectations")  # import GE once per worker
 
@@ -170,10 +170,8 @@ def test_shipped_suites_cover_every_mart_and_extract_file():
 
 def _tiny_warehouse(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     """Real ingest of an extract full of identifying values, and hand-made small marts."""
-    root = tmp_path / "extracts"
-    write_extract(
-        root,
-        "2014-12-31",
+    con = ingested_warehouse(
+        tmp_path,
         {
             "patients.csv": PATIENTS,
             "procedures.csv": PROCEDURES,
@@ -182,8 +180,6 @@ def _tiny_warehouse(tmp_path: Path) -> duckdb.DuckDBPyConnection:
             "adverse_events.csv": EVENTS,
         },
     )
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    ingest.ingest(con, root, "run-1", 0.9)
     con.execute("create schema marts")
     con.execute(
         """create table marts.fct_tumor as select 2.5 as diameter_cm, 'hcc' as histology,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from cryoreg import contracts, ingest, quality
+from cryoreg import contracts, quality
 from cryoreg.quality import CheckResult, DataQualityError
 
-from conftest import write_extract
+from conftest import ingested_warehouse
 
 PATIENTS = (
     "patient_mrn,patient_name,sex,birth_date,death_date,last_contact_date\n"
@@ -43,10 +43,8 @@ EVENTS = (
 @pytest.fixture
 def loaded(tmp_path):
     """A real warehouse after a real ingest of one small extract with a few bad rows."""
-    root = tmp_path / "extracts"
-    write_extract(
-        root,
-        "2014-12-31",
+    con = ingested_warehouse(
+        tmp_path,
         {
             "patients.csv": PATIENTS,
             "procedures.csv": PROCEDURES,
@@ -55,8 +53,6 @@ def loaded(tmp_path):
             "adverse_events.csv": EVENTS,
         },
     )
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    ingest.ingest(con, root, "run-1", 0.9)
     yield con
     con.close()
 
