@@ -105,6 +105,11 @@ def test_summary_and_outputs(paper):
     base, _, stdout = paper
     assert "technique efficacy     231/258" in stdout
     assert (base / "out" / "report.html").stat().st_size > 10_000
+    report = (base / "out" / "report.html").read_text()
+    assert "Status: <strong>passed</strong>" in report
+    assert "href='data_docs/index.html'" in report
+    assert (base / "out" / "data_docs" / "index.html").exists()
+    assert "data quality: passed" in stdout
     assert not list(base.glob("warehouse/.*building*"))
 
 

@@ -309,3 +309,27 @@ def test_beyond_the_paper_sections_tolerate_an_older_warehouse(tmp_path):
         text = report.write_report(metrics, con, tmp_path / "out").read_text(encoding="utf-8")
     assert 'id="os-figure"' in text and 'id="cif-figure"' in text
     assert "not available" in text and 'id="km-figure"' in text
+
+
+def test_data_quality_section_lists_fatal_and_warnings(tmp_path):
+    from cryoreg.report import data_quality_section
+
+    status = {
+        "status": "failed",
+        "checks": 10,
+        "passed": 7,
+        "failed": 2,
+        "error": 0,
+        "not_applicable": 1,
+        "fatal": ["raw.tumors.diameter_mm:range <b>"],
+        "warnings": ["delta.imaging:row_count_change"],
+    }
+    html = data_quality_section({"data_quality": status}, tmp_path)
+    assert "Status: <strong>failed</strong>" in html and "7 of 10 checks passed" in html
+    assert "raw.tumors.diameter_mm:range &lt;b&gt;" in html  # escaped
+    assert "delta.imaging:row_count_change" in html
+    assert "data_docs/index.html" not in html  # no Data Docs folder: no dead link
+    (tmp_path / "data_docs").mkdir()
+    (tmp_path / "data_docs" / "index.html").write_text("<html></html>")
+    assert "href='data_docs/index.html'" in data_quality_section({"data_quality": status}, tmp_path)
+    assert "No data-quality checks" in data_quality_section(None, tmp_path)

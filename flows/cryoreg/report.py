@@ -747,6 +747,34 @@ def accounting_section(run: dict | None) -> str:
     return "".join(parts)
 
 
+def data_quality_section(run: dict | None, out_dir: Path) -> str:
+    """The night's data-quality status, read from audit.check_results by the flow."""
+    status = (run or {}).get("data_quality")
+    if not status:
+        return "<p>No data-quality checks were recorded for this report.</p>"
+    lines = [
+        f"<p id='data-quality'>Status: <strong>{e(str(status['status']))}</strong> — "
+        f"{status['passed']} of {status['checks']} checks passed, {status['failed']} failed, "
+        f"{status['error']} errors, {status['not_applicable']} not applicable.</p>"
+    ]
+    for title, items in (("Fatal", status.get("fatal")), ("Warnings", status.get("warnings"))):
+        if items:
+            lines.append(
+                f"<p>{title}:</p><ul>" + "".join(f"<li>{e(str(i))}</li>" for i in items) + "</ul>"
+            )
+    if (out_dir / "data_docs" / "index.html").exists():
+        lines.append(
+            "<p><a href='data_docs/index.html'>Great Expectations Data Docs of this night</a> "
+            "(expectation suites on the marts and on the night's delta).</p>"
+        )
+    lines.append(
+        "<p class='footnote'>Source: audit.check_results (ingest, pandera, dbt tests and Great "
+        "Expectations, one row per check and night); known exceptions are reviewed in "
+        "expectations/known_exceptions.yml.</p>"
+    )
+    return "".join(lines)
+
+
 def header(m: dict) -> str:
     run = m.get("run") or {}
     when = run.get("finished_at") or run.get("started_at") or datetime.now(UTC).isoformat()
@@ -844,6 +872,7 @@ paper). Source: marts.fct_tumor_attrition.</figcaption></figure>
 <h2>Beyond the paper: Cox model, naive and clustered by patient</h2>
 {cox_section(metrics.get("cox"), metrics.get("cox_clustered"))}
 <h2>Row accounting</h2>{accounting_section(metrics.get("run"))}
+<h2>Data quality</h2>{data_quality_section(metrics.get("run"), out_dir)}
 </main>"""
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
