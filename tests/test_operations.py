@@ -110,3 +110,4 @@ def test_killed_run_leaves_published_warehouse_intact(site, published, uninterru
     assert metric_differences(_outcomes(site), _outcomes(uninterrupted)) == []
     assert _event_count(site) == _event_count(published) + 1
     assert not list((site / "warehouse").glob(".*building*"))
+    assert not list((site / "out").glob(".run-*"))  # the killed run's staging is cleaned

@@ -41,5 +41,6 @@ def serve_nightly(
         schedules=[Cron(cron, timezone=timezone or local_timezone())],
         parameters=parameters,
         tags=["cryoreg", "nightly"],
+        global_limit=1,  # one run at a time: runs share the working copy and OUT
         description="Ingest the registry's nightly extracts, rebuild the marts, report, publish.",
     )

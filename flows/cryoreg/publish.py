@@ -54,8 +54,9 @@ def discard_working_copy(paths: RunPaths) -> None:
 
 def staging_out_dir(paths: RunPaths, run_id: str) -> Path:
     """Outputs are written here first and moved into place only after the warehouse is."""
+    for leftover in paths.out.glob(".run-*"):  # from runs that were killed
+        shutil.rmtree(leftover, ignore_errors=True)
     staged = paths.out / f".run-{run_id}"
-    shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
     return staged
 
