@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         "sql", help="read-only SQL on the published warehouse (a prompt, or one query)"
     )
     sql.add_argument("query", nargs="?", help="run this query and print the result")
-    sql.add_argument("--warehouse", type=Path, default=Path("warehouse/cryoreg.duckdb"))
+    sql.add_argument("--warehouse", type=Path, default=config.DEFAULT_WAREHOUSE)
 
     docs = sub.add_parser(
         "docs", help="generate the dbt docs and lineage site of the warehouse (and serve it)"
@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     docs.add_argument(
         "--warehouse",
         type=Path,
-        default=Path("warehouse/cryoreg.duckdb"),
+        default=config.DEFAULT_WAREHOUSE,
         help="published DuckDB file (default: warehouse/cryoreg.duckdb); only a copy is opened",
     )
     docs.add_argument(
@@ -89,7 +89,7 @@ def _add_run_paths(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--warehouse",
         type=Path,
-        default=Path("warehouse/cryoreg.duckdb"),
+        default=config.DEFAULT_WAREHOUSE,
         help="published DuckDB file (default: warehouse/cryoreg.duckdb)",
     )
     parser.add_argument(

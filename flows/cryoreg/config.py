@@ -12,6 +12,8 @@ DBT_PROJECT_DIR = Path(os.environ.get("CRYOREG_DBT_PROJECT", PROJECT_ROOT / "dbt
 
 DEMO_PSEUDONYM_KEY = "cryoreg-demo-key-NOT-SECRET"
 DEFAULT_QUARANTINE_LIMIT = 0.05
+DEFAULT_WAREHOUSE = Path("warehouse/cryoreg.duckdb")
+_demo_key_warned: list[bool] = []
 
 
 class ConfigurationError(RuntimeError):
@@ -41,11 +43,13 @@ def pseudonym_key() -> str:
         raise ConfigurationError(
             "CRYOREG_PSEUDONYM_KEY is not set and CRYOREG_ENV=production: refusing to start"
         )
-    print(
-        "warning: CRYOREG_PSEUDONYM_KEY is not set; using the public demo key "
-        "(patient keys are not secret)",
-        file=sys.stderr,
-    )
+    if not _demo_key_warned:  # the CLI checks early and the flow again: warn once
+        _demo_key_warned.append(True)
+        print(
+            "warning: CRYOREG_PSEUDONYM_KEY is not set; using the public demo key "
+            "(patient keys are not secret)",
+            file=sys.stderr,
+        )
     return DEMO_PSEUDONYM_KEY
 
 
