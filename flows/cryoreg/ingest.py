@@ -13,6 +13,7 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 
@@ -52,6 +53,8 @@ class IngestResult:
     skipped: list[str]
     files: list[FileAccount]
     warnings: list[str]
+    # rows of earlier nights this run removed (parent deleted) and re-admitted (parent arrived)
+    orphans: dict[str, int] = field(default_factory=lambda: {"cascaded": 0, "readmitted": 0})
 
 
 def _sql_str(value: str) -> str:
@@ -100,6 +103,19 @@ def ensure_schemas(con: duckdb.DuckDBPyConnection) -> None:
             column_name varchar, raw_value varchar, reason_code varchar, reason varchar,
             raw_record json, quarantined_at timestamp)"""
     )
+    # released: an orphan re-admitted once its parent arrived (added later: upgrade in place)
+    con.execute(
+        "alter table quarantine.rejected_rows add column if not exists released_at timestamp"
+    )
+    con.execute(
+        "alter table quarantine.rejected_rows add column if not exists released_run_id varchar"
+    )
+    con.execute(
+        """create table if not exists audit.orphan_log (
+            run_id varchar, action varchar, entity varchar, record_id varchar, extract varchar,
+            file varchar, line bigint, parent_entity varchar, parent_id varchar,
+            parent_file varchar, parent_line bigint, logged_at timestamp)"""
+    )
     con.execute(
         """create table if not exists audit.load_log (
             extract varchar, content_hash varchar, run_id varchar, loaded_at timestamp)"""
@@ -127,16 +143,33 @@ def read_header(path: Path, label: str) -> list[str]:
     return [n.strip().lower() for n in names]
 
 
-def _problem(column: Column, test: str, code: str, message: str) -> str:
+class Rule(NamedTuple):
+    test: str  # SQL: true when the row has the problem
+    problem: str  # SQL: the problem's struct when it has, else NULL
+
+
+def _problem(column: Column, test: str, code: str, message: str) -> Rule:
     """One struct per detected problem; NULL when the row is fine for this rule."""
-    return (
+    return Rule(
+        f"({test})",
         f"case when {test} then struct_pack(col := {_sql_str(column.name)}, "
         f"val := {_ident(column.name)}, code := {_sql_str(code)}, "
-        f"msg := {_sql_str(message)}) end"
+        f"msg := {_sql_str(message)}) end",
     )
 
 
-def _row_rules(spec: ExtractFile, extract_date: str) -> list[str]:
+def _any_problem(rules: list[Rule]) -> str:
+    """SQL: the row breaks a rule. Cheap booleans first; the problem structs are then built
+    for the few rows that have one (`_problems`), not for every row read."""
+    return " or ".join(r.test for r in rules)
+
+
+def _problems(rules: list[Rule]) -> str:
+    """SQL: the list of a row's problems, in rule order."""
+    return f"list_filter([{', '.join(r.problem for r in rules)}], lambda p: p is not null)"
+
+
+def _row_rules(spec: ExtractFile, extract_date: str) -> list[Rule]:
     """SQL expressions that detect every in-row problem of one file's rows."""
     rules = []
     for col in spec.columns:
@@ -270,13 +303,17 @@ def _land_file(
 def _load_landing(
     con: duckdb.DuckDBPyConnection, spec: ExtractFile, extract: str, label: str, run_id: str
 ) -> None:
-    """Split `landing` into raw.<entity> (clean rows) and quarantine (rows with problems)."""
-    rules = ",\n".join(_row_rules(spec, extract))
+    """Split `landing` into raw.<entity> (clean rows) and quarantine (rows with problems).
+
+    Only the rows with a problem are materialised (`checked`, with their problems); the clean
+    rest goes from `landing` to raw.<entity> by an anti-join on the line number.
+    """
+    rules = _row_rules(spec, extract)
     idc = _ident(spec.id_column)
     # duplicate ids: the last line of each repeated id, by a hash aggregate (a window
     # partitioned by id over the whole file costs a full sort)
     checked = f"""
-        select *, list_filter([{rules}], lambda p: p is not null) as problems
+        select *, {_problems(rules)} as problems
         from (select l.*, d._dup_last,
                      coalesce(lower(l.record_status) = 'deleted', false) as _is_deleted,
                      date {_sql_str(extract)} as _extract_date,
@@ -285,115 +322,307 @@ def _load_landing(
               left join (select {idc}, max(_source_line) as _dup_last from landing
                          where {idc} is not null group by {idc} having count(*) > 1) as d
                 on l.{idc} = d.{idc})
+        where {_any_problem(rules)}
     """
     con.execute(f"create or replace temp table checked as {checked}")
     con.execute(
-        "insert into quarantine.rejected_rows "
+        f"insert into quarantine.rejected_rows ({QUARANTINE_COLUMNS}) "
         + _quarantine_select("select * from checked", run_id, spec)
     )
     cols = ", ".join(_ident(c) for c in spec.column_names)
     con.execute(
         f"""insert into raw.{spec.entity}
-        select {cols}, _extract_date, _source_file, _source_line, {_sql_str(run_id)},
-               current_timestamp
-        from checked where len(problems) = 0"""
+        select {cols}, date {_sql_str(extract)}, {_sql_str(label)}, _source_line,
+               {_sql_str(run_id)}, current_timestamp
+        from landing where _source_line not in (select _source_line from checked)"""
     )
 
 
-def _current(entity: str) -> str:
-    """The current version of every live id in raw.<entity>."""
-    spec = BY_ENTITY[entity]
-    idc = _ident(spec.id_column)
-    return f"""(select * from raw.{entity}
-        qualify row_number() over (partition by {idc}
-                                   order by _extract_date desc, _source_line desc) = 1)"""
+def _versions(entity: str, keys: str | None = None) -> str:
+    """The current version of every id in raw.<entity> (deleted ones too): latest extract,
+    then latest line, as staging's current_version macro orders them. With `keys` (a query of
+    id values) only those ids are versioned: a delta night touches few of them.
+
+    Over the whole table, most ids have one version: only the ids with several (found by a
+    hash aggregate) are ranked by the window, whose partitioning would otherwise copy every
+    row. A keyed set is small: one semi-join scan, then the window over what it kept.
+    """
+    idc = _ident(BY_ENTITY[entity].id_column)
+    rank = f"""qualify row_number() over (partition by {idc}
+                                       order by _extract_date desc, _source_line desc) = 1"""
+    if keys is not None:
+        return f"(select * from raw.{entity} where {idc} in ({keys}) {rank})"
+    return f"""(with multi as (select {idc} from raw.{entity} group by {idc} having count(*) > 1)
+        select * from raw.{entity} where {idc} not in (select {idc} from multi)
+        union all
+        (select * from raw.{entity} where {idc} in (select {idc} from multi) {rank}))"""
 
 
 def _live(entity: str, keys: str | None = None) -> str:
     """Live current rows; with `keys` (a query of id values) only those ids are versioned."""
-    live = "coalesce(lower(record_status), '') <> 'deleted'"
-    if keys is None:
-        return f"(select * from {_current(entity)} where {live})"
-    spec = BY_ENTITY[entity]
-    idc = _ident(spec.id_column)
-    current = f"""(select * from raw.{entity} where {idc} in ({keys})
-        qualify row_number() over (partition by {idc}
-                                   order by _extract_date desc, _source_line desc) = 1)"""
-    return f"(select * from {current} where {live})"
+    return f"(select * from {_versions(entity, keys)} where {LIVE})"
 
 
-def _resolve_references(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
-    """Quarantine this run's rows whose parent is missing or whose dates contradict it.
+LIVE = "coalesce(lower(record_status), '') <> 'deleted'"
+CASCADE_FILE = "cascade:"  # _source_file prefix of the tombstones the cascade appends
+QUARANTINE_COLUMNS = (
+    "run_id, extract, file, line, record_id, column_name, raw_value, reason_code, reason, "
+    "raw_record, quarantined_at"
+)
 
-    Runs after all of the run's extracts are applied, parents before children, so that a row
-    orphaned by a quarantined parent is caught too.
+
+def _later(row: str, date: str, line: str) -> str:
+    """SQL: raw row `row` is a later version than (date, line) in current-version order."""
+    d, n = f"{row}._extract_date", f"{row}._source_line"
+    return f"({d} > {date} or ({d} = {date} and {n} > {line}))"
+
+
+def _record(spec: ExtractFile, alias: str = "") -> str:
+    """SQL: a row's extract columns as the json kept in quarantine.rejected_rows.raw_record."""
+    prefix = f"{alias}." if alias else ""
+    fields = ", ".join(f"{_sql_str(c)}: {prefix}{_ident(c)}" for c in spec.column_names)
+    return f"to_json({{{fields}}})"
+
+
+def _anchor(spec: ExtractFile, run: str, delta: bool) -> tuple[str, str | None]:
+    """(live parent relation keyed by the foreign key, parent date column) for this run's rows.
+
+    On a delta (raw.<entity> holds rows of earlier runs) only parents referenced by this run's
+    rows are versioned; on a first load every parent is, without the semi-join. Imaging's
+    parent is a live tumor of a live procedure, whose date bounds the read's.
+    """
+    parent, key = spec.parent
+    refs = f"select {_ident(key)} from raw.{spec.entity} where _run_id = {run}" if delta else None
+    if spec.entity == "imaging":
+        procs = f"select procedure_id from raw.tumors where tumor_id in ({refs})" if delta else None
+        return (
+            f"(select t.tumor_id, pr.procedure_date from {_live('tumors', refs)} t "
+            f"join {_live('procedures', procs)} pr using (procedure_id))",
+            "procedure_date",
+        )
+    return _live(parent, refs), spec.date_order[0] if spec.date_order else None
+
+
+def _resolve(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> None:
+    """Quarantine this run's current rows of one file whose parent is missing or whose dates
+    contradict it, once the parents are final.
+
+    A quarantined row does not exist: the id's previous version becomes current, and is judged
+    in turn when this run loaded it too (until no row of the run is left to judge). A previous
+    version from an earlier run is the cascade's (`_cascade`).
     """
     run = _sql_str(run_id)
-
-    def run_ids(entity: str) -> str:
-        """Ids this run touched: only their versions are looked at (a delta night is small)."""
-        idc = _ident(BY_ENTITY[entity].id_column)
-        return f"select {idc} from raw.{entity} where _run_id = {run}"
-
-    def keys(entity: str, key: str) -> str:
-        """Parent keys referenced by this run's rows of entity."""
-        return f"select {key} from raw.{entity} where _run_id = {run}"
-
-    tumor_keys = keys("imaging", "tumor_id")
-    tumor_procedures = f"select procedure_id from raw.tumors where tumor_id in ({tumor_keys})"
-    anchors = {
-        # entity -> (parent relation, parent key, parent date expression)
-        "procedures": (
-            _live("patients", keys("procedures", "patient_mrn")),
-            "patient_mrn",
-            "birth_date",
-        ),
-        "tumors": (_live("procedures", keys("tumors", "procedure_id")), "procedure_id", None),
-        "imaging": (
-            f"(select t.tumor_id, pr.procedure_date from {_live('tumors', tumor_keys)} t "
-            f"join {_live('procedures', tumor_procedures)} pr "
-            "using (procedure_id))",
-            "tumor_id",
-            "procedure_date",
-        ),
-        "adverse_events": (
-            _live("procedures", keys("adverse_events", "procedure_id")),
-            "procedure_id",
-            None,
-        ),
-    }
-    for entity, (parent, key, parent_date) in anchors.items():
-        spec = BY_ENTITY[entity]
-        fk = next(c for c in spec.columns if c.name == key)
-        rules = [_problem(fk, "parent_key is null", "orphan", f"no such {key} in {spec.parent[0]}")]
-        if parent_date:
-            own_date = spec.date_order[1]
-            own = next(c for c in spec.columns if c.name == own_date)
-            rules.append(
-                _problem(
-                    own,
-                    f"try_cast(r.{own_date} as date) < try_cast(parent_date as date)",
-                    "impossible_date",
-                    spec.date_order[2],
-                )
+    entity, (parent_entity, key) = spec.entity, spec.parent
+    idc = _ident(spec.id_column)
+    delta = con.execute(
+        f"select exists (select 1 from raw.{entity} where _run_id <> {run})"
+    ).fetchone()[0]
+    parent, parent_date = _anchor(spec, run, delta)
+    fk = next(c for c in spec.columns if c.name == key)
+    rules = [_problem(fk, "parent_key is null", "orphan", f"no such {key} in {parent_entity}")]
+    if parent_date:
+        own_date = spec.date_order[1]
+        own = next(c for c in spec.columns if c.name == own_date)
+        rules.append(
+            _problem(
+                own,
+                f"try_cast(r.{own_date} as date) < try_cast(parent_date as date)",
+                "impossible_date",
+                spec.date_order[2],
             )
-        date_select = f"p.{parent_date}" if parent_date else "null"
+        )
+    date_select = f"p.{parent_date}" if parent_date else "null"
+    con.execute(
+        f"""create or replace temp table parent_rows as
+        select {key}, {date_select} as parent_date from {parent} p"""
+    )
+    live = "coalesce(lower(r.record_status), '') <> 'deleted'"
+    current = (
+        f"not exists (select 1 from raw.{entity} o where o.{idc} = r.{idc} "
+        f"and {_later('o', 'r._extract_date', 'r._source_line')})"
+    )
+    scope = ""
+    while True:
+        # this run's live rows that break a rule, then only those that are current
         checked = f"""
-            select r.*, list_filter([{", ".join(rules)}], lambda p: p is not null) as problems
-            from (select r.*, p.{key} as parent_key, {date_select} as parent_date
-                  from {_live(entity, run_ids(entity))} r left join {parent} p on r.{key} = p.{key}
-                  where r._run_id = {run}) r
+            select r.*, {_problems(rules)} as problems
+            from (select r.*, p.{key} as parent_key, p.parent_date
+                  from raw.{entity} r left join parent_rows p on r.{key} = p.{key}
+                  where r._run_id = {run} and {live} {scope}) r
+            where ({_any_problem(rules)}) and {current}
         """
         con.execute(f"create or replace temp table checked as {checked}")
         con.execute(
-            "insert into quarantine.rejected_rows "
+            f"insert into quarantine.rejected_rows ({QUARANTINE_COLUMNS}) "
             + _quarantine_select("select * from checked", run_id, spec)
         )
-        con.execute(
+        (bad,) = con.execute(
             f"""delete from raw.{entity} r using checked c
-            where len(c.problems) > 0 and r._source_file = c._source_file
-              and r._source_line = c._source_line"""
-        )
+            where r._source_file = c._source_file and r._source_line = c._source_line"""
+        ).fetchone()
+        if not bad:
+            return
+        con.execute(f"create or replace temp table judged_ids as select {idc} from checked")
+        scope = f"and r.{idc} in (select {idc} from judged_ids)"
+
+
+def _readmit(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> int:
+    """Load rows quarantined as orphans by earlier runs whose parent is live now.
+
+    A row quarantined only for its missing parent is what all-at-once loading would have kept
+    once that parent arrived (or came back): it goes into raw.<entity> with its own extract,
+    file and line and this run's run id and load time, unless a later version of its id is in
+    raw already; its quarantine row is marked released. A row the cascade removed is still in
+    raw under its tombstone: both give way to the re-admitted copy.
+    """
+    run = _sql_str(run_id)
+    entity, parent = spec.entity, spec.parent[0]
+    idc, pk = _ident(spec.id_column), _ident(BY_ENTITY[parent].id_column)
+    con.execute(
+        f"""create or replace temp table readmit as
+        select q.rowid as _qrow, q.*, cast(q.extract as date) as _date
+        from quarantine.rejected_rows q
+        where q.reason_code = 'orphan' and q.released_at is null and q.run_id <> {run}
+          and q.file = q.extract || '/{spec.file_name}'
+          and q.raw_value in (select {pk} from raw.{parent} where _run_id = {run})"""
+    )
+    if not con.execute("select count(*) from readmit").fetchone()[0]:
+        return 0
+    live = _live(parent, "select raw_value from readmit")
+    con.execute(
+        f"""create or replace temp table readmit as
+        select * from readmit q
+        where q.raw_value in (select {pk} from {live})
+          and not exists (select 1 from raw.{entity} r
+                          where r.{idc} = q.record_id
+                            and not starts_with(r._source_file, '{CASCADE_FILE}')
+                            and {_later("r", "q._date", "q.line")})
+        qualify row_number() over (partition by q.file, q.line
+                                   order by q.quarantined_at desc) = 1"""
+    )
+    # the cascade's tombstones of these ids, and the rows they covered, give way
+    con.execute(
+        f"""delete from raw.{entity} r using readmit q
+        where r.{idc} = q.record_id and starts_with(r._source_file, '{CASCADE_FILE}')
+          and {_later("r", "q._date", "q.line")}"""
+    )
+    con.execute(
+        f"""delete from raw.{entity} r using readmit q
+        where r._source_file = q.file and r._source_line = q.line"""
+    )
+    cols = ", ".join(
+        f"json_extract_string(q.raw_record, {_sql_str('$.' + c)})" for c in spec.column_names
+    )
+    (n,) = con.execute(
+        f"""insert into raw.{entity}
+        select {cols}, q._date, q.file, q.line, {run}, current_timestamp from readmit q"""
+    ).fetchone()
+    con.execute(
+        f"""update quarantine.rejected_rows q
+        set released_at = current_timestamp, released_run_id = {run}
+        from readmit r
+        where q.file = r.file and q.line = r.line and q.reason_code = 'orphan'
+          and q.released_at is null and q.run_id <> {run}"""
+    )
+    con.execute(
+        f"""insert into audit.orphan_log
+        select {run}, 'readmitted', {_sql_str(entity)}, q.record_id, q.extract, q.file, q.line,
+               {_sql_str(parent)}, p.{pk}, p._source_file, p._source_line, current_timestamp
+        from readmit q join {_versions(parent, "select raw_value from readmit")} p
+          on q.raw_value = p.{pk}"""
+    )
+    return n
+
+
+def _cascade(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> int:
+    """Remove live rows whose parent this run deleted (or the cascade removed), as all-at-once
+    loading would have quarantined them as orphans.
+
+    Each gets a tombstone appended to raw.<entity> that orders after its current version
+    (record_status 'deleted', _source_file 'cascade:<file of the deletion>', this run's run id
+    and load time) and a quarantine row (reason 'orphan', at the removed row's file and line,
+    with its record) and an audit.orphan_log row naming the parent. Only parents with a
+    deletion row this run are looked at.
+    """
+    run = _sql_str(run_id)
+    entity, (parent, key) = spec.entity, spec.parent
+    idc, pk, fk = _ident(spec.id_column), _ident(BY_ENTITY[parent].id_column), _ident(key)
+    deletions = (
+        f"select {pk} from raw.{parent} where _run_id = {run} and lower(record_status) = 'deleted'"
+    )
+    con.execute(
+        f"""create or replace temp table dead as
+        select {pk} as _pid, _extract_date as _pdate, _source_file as _pfile,
+               _source_line as _pline
+        from {_versions(parent, deletions)} where not ({LIVE})"""
+    )
+    if not con.execute("select count(*) from dead").fetchone()[0]:
+        return 0
+    children = f"select {idc} from raw.{entity} where {fk} in (select _pid from dead)"
+    con.execute(
+        f"""create or replace temp table doomed as
+        select c.*, d.* from {_live(entity, children)} c join dead d on c.{fk} = d._pid"""
+    )
+    tomb = ", ".join(
+        f"c.{_ident(c)}" if c == spec.id_column else "'deleted'" if c == "record_status" else "null"
+        for c in spec.column_names
+    )
+    root = f"'{CASCADE_FILE}' || regexp_replace(c._pfile, '^{CASCADE_FILE}', '')"
+    (n,) = con.execute(
+        f"""insert into raw.{entity}
+        select {tomb}, greatest(c._extract_date, c._pdate), {root},
+               case when c._pdate > c._extract_date then c._pline else c._source_line + 1 end,
+               {run}, current_timestamp
+        from doomed c"""
+    ).fetchone()
+    if not n:
+        return 0
+    parent_note = (
+        f"case when starts_with(c._pfile, '{CASCADE_FILE}') "
+        f"then ' removed by the cascade from ' || substr(c._pfile, {len(CASCADE_FILE) + 1}) "
+        "else ' deleted in ' || c._pfile || ' line ' || c._pline end"
+    )
+    con.execute(
+        f"""insert into quarantine.rejected_rows ({QUARANTINE_COLUMNS})
+        select {run}, strftime(c._extract_date, '%Y-%m-%d'), c._source_file, c._source_line,
+               c.{idc}, {_sql_str(key)}, c.{fk}, 'orphan',
+               {_sql_str(key)} || ': parent ' || chr(39) || c.{fk} || chr(39) || {parent_note}
+               || '; removed from the live registry (cascade)',
+               {_record(spec, "c")}, current_timestamp
+        from doomed c"""
+    )
+    con.execute(
+        f"""insert into audit.orphan_log
+        select {run}, 'cascaded', {_sql_str(entity)}, c.{idc},
+               strftime(c._extract_date, '%Y-%m-%d'), c._source_file, c._source_line,
+               {_sql_str(parent)}, c._pid, c._pfile, c._pline, current_timestamp
+        from doomed c"""
+    )
+    return n
+
+
+def _resolve_references(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
+    """After all of the run's extracts are applied, make the live registry what loading every
+    folder at once would give: parents before children, re-admit orphans whose parent is live
+    now, quarantine this run's orphans and date contradictions, cascade deletions to the live
+    rows of earlier runs. Returns the rows cascaded and re-admitted."""
+    counts = {"cascaded": 0, "readmitted": 0}
+    for spec in FILES:
+        if spec.parent is None:
+            continue
+        counts["readmitted"] += _readmit(con, spec, run_id)
+        _resolve(con, spec, run_id)
+        counts["cascaded"] += _cascade(con, spec, run_id)
+    return counts
+
+
+def orphan_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
+    """Rows a run removed by the cascade and re-admitted, from audit.orphan_log."""
+    rows = con.execute(
+        "select action, count(*) from audit.orphan_log where run_id = ? group by all", [run_id]
+    ).fetchall()
+    found = dict(rows)
+    return {"cascaded": found.get("cascaded", 0), "readmitted": found.get("readmitted", 0)}
 
 
 def _check_load_log(con: duckdb.DuckDBPyConnection, extracts: list[Extract]) -> set[str]:
@@ -442,7 +671,7 @@ def ingest(
         )
         result.loaded.append(ext.name)
     if result.loaded:
-        _resolve_references(con, run_id)
+        result.orphans = _resolve_references(con, run_id)
     _account(con, result, run_id, quarantine_limit)
     return result
 

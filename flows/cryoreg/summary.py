@@ -26,6 +26,9 @@ def render(result: dict, seconds: float) -> str:
             lines.append(f"{f['file']:<34}{f['read']:>10}{f['loaded']:>10}{f['quarantined']:>13}")
     else:
         lines.append("no new extract folder: nothing loaded (re-run of a loaded night)")
+    orphans = orphan_line(run_orphans(result))
+    if orphans:
+        lines.append(orphans)
     cohort = metrics["cohort"]
     te, ltp, ae = (
         metrics["technique_efficacy"],
@@ -63,3 +66,33 @@ def data_quality_line(status: dict | None) -> str:
         f"passed, {len(status['warnings'])} warning(s)); see audit.check_results"
     )
     return "\n".join([line, *(f"  warn: {w}" for w in status["warnings"])])
+
+
+def run_orphans(result: dict) -> dict | None:
+    """This run's cascaded and re-admitted rows: from the run block when it carries them,
+    else from the published warehouse's audit.orphan_log (None when neither says)."""
+    run = result.get("metrics", {}).get("run", {})
+    if "orphans" in run:
+        return run["orphans"]
+    if not run.get("run_id") or not result.get("warehouse"):
+        return None
+    import duckdb
+
+    from cryoreg.ingest import orphan_counts
+
+    try:
+        with duckdb.connect(str(result["warehouse"]), read_only=True) as con:
+            return orphan_counts(con, run["run_id"])
+    except (duckdb.Error, OSError):
+        return None
+
+
+def orphan_line(counts: dict | None) -> str:
+    """Rows of earlier nights this run took out of or put back into the live registry; empty
+    when there were none (they are not in any file's read = loaded + quarantined)."""
+    if not counts or not (counts.get("cascaded") or counts.get("readmitted")):
+        return ""
+    return (
+        f"cascade: {counts['cascaded']} rows removed (parent deleted); "
+        f"re-admitted: {counts['readmitted']} rows (parent arrived)"
+    )
