@@ -3,13 +3,16 @@
 
 Night by night must end where all at once does: same marts, same outcome metrics, the same rows
 quarantined (once). Re-running the last night changes nothing; a loaded folder that changed is a
-one-line error that leaves the published warehouse byte-identical.
+one-line error that leaves the published warehouse byte-identical. The nightly dbt build is
+incremental, so a fourth night that deletes a tumor (its reads go with it) and corrects a
+procedure date must also reach the marts of a full build.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -19,7 +22,7 @@ import pytest
 from cryoreg import synth
 
 from conftest import metric_differences as differences
-from conftest import run_cryoreg
+from conftest import run_cryoreg, write_extract
 
 pytestmark = pytest.mark.xdist_group("nights")
 
@@ -116,6 +119,61 @@ def test_night_by_night_gives_the_metrics_of_all_at_once(loads):
     # and the nights differ from each other: data really arrived over time
     first, last = loads["per_night"][0], loads["per_night"][-1]
     assert first["cohort"]["tumors"] < last["cohort"]["tumors"]
+
+
+def _corrections(once: Path) -> tuple[str, str, dict[str, str]]:
+    """A fourth night's folder: delete a TE-evaluable tumor, move a procedure a day earlier (a
+    procedure of other TE-evaluable tumors, so their days after the procedure change)."""
+    tumor, procedure = query(
+        warehouse(once),
+        """select min(tumor_key) filter (where rank = 1),
+                  min(procedure_key) filter (where rank = 2)
+           from (select tumor_key, procedure_key,
+                        dense_rank() over (order by procedure_key) as rank
+                 from marts.fct_tumor where te_evaluable)""",
+    )[0]
+    (row,) = query(
+        warehouse(once),
+        f"""select procedure_id, patient_mrn, procedure_date, guidance, anesthesia, probe_count
+            from raw.procedures where procedure_id = '{procedure}'
+            order by _extract_date desc, _source_line desc limit 1""",
+    )
+    earlier = (date.fromisoformat(row[2]) - timedelta(days=1)).isoformat()  # raw is text
+    cells = ["" if v is None else str(v) for v in (row[0], row[1], earlier, *row[3:])]
+    files = {
+        "tumors.csv": "tumor_id,procedure_id,origin,histology,liver_segment,diameter_mm,"
+        f"technical_result,record_status\n{tumor},,,,,,,deleted\n",
+        "procedures.csv": "procedure_id,patient_mrn,procedure_date,guidance,anesthesia,"
+        f"probe_count\n{','.join(cells)}\n",
+    }
+    return tumor, procedure, files
+
+
+def test_a_deleted_tumor_and_a_corrected_procedure_date_reach_the_marts(loads, tmp_path):
+    """The incremental path: night 4 on the nightly warehouse == all four nights at once."""
+    tumor, procedure, files = _corrections(loads["once"])
+    night4 = (date.fromisoformat(synth.extract_dates(NIGHTS)[-1]) + timedelta(days=1)).isoformat()
+    nightly = tmp_path / "nightly"
+    shutil.copytree(loads["nightly"], nightly)
+    registry = tmp_path / "registry"
+    shutil.copytree(loads["registry"], registry)
+    for root in (nightly / "extracts", registry):
+        write_extract(root, night4, files)
+    run_cryoreg("run", cwd=nightly, env=ENV)
+    once = tmp_path / "once"
+    once.mkdir()
+    run_cryoreg("run", "--extracts", str(registry), cwd=once, env=ENV)
+    diffs = marts_differences(warehouse(nightly), warehouse(once))
+    assert all(d == (0, 0) for d in diffs.values()), diffs
+    assert not differences(outcome(metrics(nightly)), outcome(metrics(once)))
+    before = warehouse(loads["nightly"])
+    gone = f"select count(*) from marts.fct_tumor where tumor_key = '{tumor}'"
+    assert query(before, gone) == [(1,)] and query(warehouse(nightly), gone) == [(0,)]
+    dates = (
+        f"select distinct procedure_date from marts.fct_tumor where procedure_key = '{procedure}'"
+    )
+    [(old,)], [(new,)] = query(before, dates), query(warehouse(nightly), dates)
+    assert new == old - timedelta(days=1)
 
 
 def test_same_rows_quarantined_as_the_manifest_says(loads):

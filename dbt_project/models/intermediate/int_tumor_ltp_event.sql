@@ -6,18 +6,53 @@
 -- / 365.25. Follow-up = (latest imaging date, any finding - procedure date) / 365.25.
 -- Source: metrics.md; Ahmed et al. Radiology 2014;273:241-260 (local tumor progression);
 -- Glazer et al. AJR 2017;209:1381-1389 (19 of 30 tumors >= 4 cm progressed, 18 had TE).
+-- Incremental by tumor: a night recomputes the tumors int_tumor_technique_efficacy_study
+-- recomputed (it does for every tumor whose reads changed) and removes, by tombstones, those
+-- no longer TE-evaluable.
+{{ config(
+    materialized='incremental',
+    unique_key='tumor_key',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+    post_hook="{{ remove_deleted_ids() }}"
+) }}
+
 with
+
+technique_efficacy as (
+    select * from {{ ref('int_tumor_technique_efficacy_study') }}
+),
+
+{% if is_incremental() %}
+    touched_tumors as (
+        select tumor_key
+        from {{ ref('int_tumor_technique_efficacy_study') }}
+        where _built_at > ({{ incremental_watermark('_built_at') }})
+        union
+        select built.tumor_key
+        from {{ this }} as built
+        where not exists (
+                select 1 from {{ ref('int_tumor_technique_efficacy_study') }} as studies
+                where
+                    studies.tumor_key = built.tumor_key
+                    and studies.te_evaluable
+            )
+    ),
+{% endif %}
 
 te_evaluable as (
     select
         tumor_key,
         te_study_date
-    from {{ ref('int_tumor_technique_efficacy_study') }}
-    where te_evaluable
+    from technique_efficacy
+    where
+        te_evaluable
+        and {{ touched_only('tumor_key') }}
 ),
 
 imaging as (
     select * from {{ ref('int_imaging_days_after_procedure') }}
+    where {{ touched_only('tumor_key') }}
 ),
 
 timeline as (
@@ -75,8 +110,30 @@ in_years as (
         last_imaging_date,
         {{ days_to_years(days_between('procedure_date', 'ltp_end_date')) }} as ltp_time_years,
         {{ days_to_years(days_between('procedure_date', 'last_imaging_date')) }}
-            as follow_up_years
+            as follow_up_years,
+        {{ build_time() }} as _built_at,
+        false as _is_deleted
     from outcome
 )
 
-select * from in_years
+{% if is_incremental() %}
+    select * from in_years
+    union all
+    select
+        touched_tumors.tumor_key,
+        null as patient_key,
+        null as procedure_date,
+        null as te_study_date,
+        null as ltp_event,
+        null as ltp_date,
+        null as ltp_censor_date,
+        null as last_imaging_date,
+        null as ltp_time_years,
+        null as follow_up_years,
+        null as _built_at,
+        true as _is_deleted
+    from touched_tumors
+    where touched_tumors.tumor_key not in (select in_years.tumor_key from in_years)
+{% else %}
+    select * from in_years
+{% endif %}

@@ -4,6 +4,17 @@
 -- determinate reads share that date, all of them must be 'no_tumor'.
 -- Source: metrics.md; Ahmed et al. Radiology 2014;273:241-260 (technique efficacy assessed
 -- at a prespecified follow-up); Glazer et al. AJR 2017;209:1381-1389.
+-- Incremental by tumor: a night recomputes the tumors whose reads int_imaging_days_after_
+-- procedure rebuilt (_built_at), new and deleted tumors, and TE-evaluable tumors left without
+-- a determinate read in the window; tombstones remove the deleted ones.
+{{ config(
+    materialized='incremental',
+    unique_key='tumor_key',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+    post_hook="{{ remove_deleted_ids() }}"
+) }}
+
 with
 
 tumors as (
@@ -13,6 +24,43 @@ tumors as (
 imaging as (
     select * from {{ ref('int_imaging_days_after_procedure') }}
 ),
+
+{% if is_incremental() %}
+    touched_tumors as (
+        -- its reads were rebuilt since this model's last build
+        select tumor_key
+        from {{ ref('int_imaging_days_after_procedure') }}
+        where _built_at > ({{ incremental_watermark('_built_at') }})
+        union
+        -- a new tumor
+        select live.tumor_key from {{ ref('stg_registry__tumors') }} as live
+        where not exists (
+                select 1 from {{ this }} as built
+                where built.tumor_key = live.tumor_key
+            )
+        union
+        -- a deleted tumor
+        select built.tumor_key
+        from {{ this }} as built
+        where not exists (
+                select 1 from {{ ref('stg_registry__tumors') }} as live
+                where live.tumor_key = built.tumor_key
+            )
+        union
+        -- a TE study whose reads are all gone
+        select built.tumor_key
+        from {{ this }} as built
+        where
+            built.te_evaluable
+            and not exists (
+                select 1 from {{ ref('int_imaging_days_after_procedure') }} as reads
+                where
+                    reads.tumor_key = built.tumor_key
+                    and reads.days_after_procedure between 30 and 180
+                    and reads.finding <> 'indeterminate'
+            )
+    ),
+{% endif %}
 
 determinate_in_window as (
     select
@@ -24,6 +72,7 @@ determinate_in_window as (
     where
         days_after_procedure between 30 and 180
         and finding <> 'indeterminate'
+        and {{ touched_only('tumor_key') }}
 ),
 
 study_dates as (
@@ -56,9 +105,27 @@ per_tumor as (
         studies.te_study_date,
         studies.te_study_day,
         studies.tumor_key is not null as te_evaluable,
-        studies.te_success
+        studies.te_success,
+        {{ build_time() }} as _built_at,
+        false as _is_deleted
     from tumors
     left join studies on tumors.tumor_key = studies.tumor_key
+    where {{ touched_only('tumors.tumor_key') }}
 )
 
-select * from per_tumor
+{% if is_incremental() %}
+    select * from per_tumor
+    union all
+    select
+        touched_tumors.tumor_key,
+        null as te_study_date,
+        null as te_study_day,
+        null as te_evaluable,
+        null as te_success,
+        null as _built_at,
+        true as _is_deleted
+    from touched_tumors
+    where touched_tumors.tumor_key not in (select per_tumor.tumor_key from per_tumor)
+{% else %}
+    select * from per_tumor
+{% endif %}

@@ -1,5 +1,7 @@
 -- Current live version of each adverse event, typed. The free-text description stays in
 -- staging (it may hold identifiers) and is not carried into the marts.
+{{ config(unique_key='event_key') }}
+
 with
 
 current_rows as (
@@ -15,7 +17,9 @@ renamed as (
         description,
         _extract_date,
         _source_file,
-        _source_line
+        _source_line,
+        _id_loaded_at as _loaded_at,
+        _is_deleted
     from current_rows
 )
 

@@ -1,4 +1,6 @@
 -- Current live version of each follow-up imaging read, typed, codes canonical.
+{{ config(unique_key='imaging_key') }}
+
 with
 
 current_rows as (
@@ -14,7 +16,9 @@ renamed as (
         lower(finding) as finding,
         _extract_date,
         _source_file,
-        _source_line
+        _source_line,
+        _id_loaded_at as _loaded_at,
+        _is_deleted
     from current_rows
 )
 

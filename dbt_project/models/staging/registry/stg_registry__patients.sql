@@ -1,6 +1,8 @@
 -- Current live version of each patient. The MRN is replaced by its keyed hash (patient_key);
 -- the name stops here; birth_date stays in staging only (int_patient_first_procedure turns it
 -- into an age).
+{{ config(unique_key='patient_key') }}
+
 with
 
 current_rows as (
@@ -16,7 +18,9 @@ renamed as (
         cast(last_contact_date as date) as last_contact_date,
         _extract_date,
         _source_file,
-        _source_line
+        _source_line,
+        _id_loaded_at as _loaded_at,
+        _is_deleted
     from current_rows
 )
 

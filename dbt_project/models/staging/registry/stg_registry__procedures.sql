@@ -1,5 +1,7 @@
 -- Current live version of each cryoablation session, typed, codes canonical, the patient's MRN
 -- replaced by the same keyed hash as in stg_registry__patients.
+{{ config(unique_key='procedure_key') }}
+
 with
 
 current_rows as (
@@ -16,7 +18,9 @@ renamed as (
         cast(probe_count as integer) as probe_count,
         _extract_date,
         _source_file,
-        _source_line
+        _source_line,
+        _id_loaded_at as _loaded_at,
+        _is_deleted
     from current_rows
 )
 

@@ -1,4 +1,6 @@
 -- Current live version of each treated tumor, typed, codes canonical (lower case).
+{{ config(unique_key='tumor_key') }}
+
 with
 
 current_rows as (
@@ -16,7 +18,9 @@ renamed as (
         lower(technical_result) as technical_result,
         _extract_date,
         _source_file,
-        _source_line
+        _source_line,
+        _id_loaded_at as _loaded_at,
+        _is_deleted
     from current_rows
 )
 
