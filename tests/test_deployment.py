@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -52,21 +54,30 @@ def _wait_for(check, timeout: float, what: str, log: Path):
     raise AssertionError(f"timed out waiting for {what}; log:\n{log.read_text()[-3000:]}")
 
 
-def test_served_deployment_is_scheduled_and_completes_a_triggered_run(tmp_path):
+@dataclass
+class Server:
+    api: str
+    env: dict
+    client: httpx.Client
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real `prefect server` on 127.0.0.1 with its own SQLite database."""
+    base = tmp_path_factory.mktemp("prefect-server")
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
+        "PREFECT_HOME": str(base / "prefect-home"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{base / 'prefect.db'}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
     }
     env.pop("PREFECT_API_URL", None)
-    run_cryoreg("synth", "extracts", cwd=tmp_path)
     prefect = str(Path(sys.executable).with_name("prefect"))
-    server_log, serve_log = tmp_path / "server.log", tmp_path / "serve.log"
+    server_log = base / "server.log"
     with _process(
         [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, server_log
     ):
@@ -79,62 +90,85 @@ def test_served_deployment_is_scheduled_and_completes_a_triggered_run(tmp_path):
                 return False
 
         _wait_for(healthy, 120, "prefect server health", server_log)
-        serve_env = {**env, "PREFECT_API_URL": api}
-        serve_cmd = [
-            sys.executable,
-            "-m",
-            "cryoreg.cli",
-            "serve",
-            "--cron",
-            "0 2 * * *",
-            "--timezone",
-            "Europe/Zurich",
-            "--extracts",
-            str(tmp_path / "extracts"),
-            "--warehouse",
-            str(tmp_path / "warehouse" / "cryoreg.duckdb"),
-            "--out",
-            str(tmp_path / "out"),
-        ]
-        with _process(serve_cmd, serve_env, serve_log):
+        yield Server(api, {**env, "PREFECT_API_URL": api}, client)
 
-            def deployment():
-                resp = client.get("/deployments/name/cryoreg-nightly/nightly")
-                return resp.json() if resp.status_code == 200 else None
 
-            dep = _wait_for(deployment, 120, "the nightly deployment", serve_log)
-            schedules = [s["schedule"] for s in dep["schedules"]]
-            assert schedules == [{"cron": "0 2 * * *", "timezone": "Europe/Zurich", "day_or": True}]
-            assert dep["parameters"]["extracts"] == str(tmp_path / "extracts")
+def test_run_reports_to_the_server_in_prefect_api_url(server, tmp_path):
+    """With PREFECT_API_URL set, `cryoreg run` starts no temporary server and uses that one."""
+    run_cryoreg("synth", "extracts", cwd=tmp_path)
+    proc = run_cryoreg("run", cwd=tmp_path, env=server.env)
+    assert "Starting temporary server" not in proc.stdout + proc.stderr
+    runs = server.client.post(
+        "/flow_runs/filter",
+        json={
+            "flows": {"name": {"any_": ["cryoreg-nightly"]}},
+            "flow_runs": {"deployment_id": {"is_null_": True}},
+        },
+    ).json()
+    assert [r["state"]["type"] for r in runs] == ["COMPLETED"]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["run"]["run_id"] == runs[0]["id"]  # the run id is the server's flow run id
 
-            def scheduled_runs():
-                return client.post(
-                    "/flow_runs/filter",
-                    json={
-                        "flow_runs": {
-                            "deployment_id": {"any_": [dep["id"]]},
-                            "state": {"type": {"any_": ["SCHEDULED"]}},
-                        }
-                    },
-                ).json()
 
-            upcoming = _wait_for(scheduled_runs, 60, "scheduled runs", server_log)
-            for run in upcoming:
-                local = run["expected_start_time"]
-                assert local.endswith(("T01:00:00Z", "T00:00:00Z")), local  # 02:00 in Zurich
+def test_served_deployment_is_scheduled_and_completes_a_triggered_run(server, tmp_path):
+    env, client = server.env, server.client
+    run_cryoreg("synth", "extracts", cwd=tmp_path)
+    serve_log = tmp_path / "serve.log"
+    serve_cmd = [
+        sys.executable,
+        "-m",
+        "cryoreg.cli",
+        "serve",
+        "--cron",
+        "0 2 * * *",
+        "--timezone",
+        "Europe/Zurich",
+        "--extracts",
+        str(tmp_path / "extracts"),
+        "--warehouse",
+        str(tmp_path / "warehouse" / "cryoreg.duckdb"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    with _process(serve_cmd, env, serve_log):
 
-            flow_run = client.post(f"/deployments/{dep['id']}/create_flow_run", json={}).json()
+        def deployment():
+            resp = client.get("/deployments/name/cryoreg-nightly/nightly")
+            return resp.json() if resp.status_code == 200 else None
 
-            def finished():
-                state = client.get(f"/flow_runs/{flow_run['id']}").json()["state"]
-                return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED") else None
+        dep = _wait_for(deployment, 120, "the nightly deployment", serve_log)
+        schedules = [s["schedule"] for s in dep["schedules"]]
+        assert schedules == [{"cron": "0 2 * * *", "timezone": "Europe/Zurich", "day_or": True}]
+        assert dep["parameters"]["extracts"] == str(tmp_path / "extracts")
 
-            state = _wait_for(finished, 300, "the triggered flow run", serve_log)
-            assert state["type"] == "COMPLETED", serve_log.read_text()[-3000:]
-            artifacts = client.post(
-                "/artifacts/filter",
-                json={"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}},
+        def scheduled_runs():
+            return client.post(
+                "/flow_runs/filter",
+                json={
+                    "flow_runs": {
+                        "deployment_id": {"any_": [dep["id"]]},
+                        "state": {"type": {"any_": ["SCHEDULED"]}},
+                    }
+                },
             ).json()
-            assert {a["key"] for a in artifacts} >= {"cryoreg-metrics", "cryoreg-report"}
+
+        upcoming = _wait_for(scheduled_runs, 60, "scheduled runs", serve_log)
+        for run in upcoming:
+            local = run["expected_start_time"]
+            assert local.endswith(("T01:00:00Z", "T00:00:00Z")), local  # 02:00 in Zurich
+
+        flow_run = client.post(f"/deployments/{dep['id']}/create_flow_run", json={}).json()
+
+        def finished():
+            state = client.get(f"/flow_runs/{flow_run['id']}").json()["state"]
+            return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED") else None
+
+        state = _wait_for(finished, 300, "the triggered flow run", serve_log)
+        assert state["type"] == "COMPLETED", serve_log.read_text()[-3000:]
+        artifacts = client.post(
+            "/artifacts/filter",
+            json={"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}},
+        ).json()
+        assert {a["key"] for a in artifacts} >= {"cryoreg-metrics", "cryoreg-report"}
     assert (tmp_path / "out" / "metrics.json").exists()
     assert (tmp_path / "warehouse" / "cryoreg.duckdb").exists()

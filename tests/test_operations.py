@@ -111,3 +111,22 @@ def test_killed_run_leaves_published_warehouse_intact(site, published, uninterru
     assert _event_count(site) == _event_count(published) + 1
     assert not list((site / "warehouse").glob(".*building*"))
     assert not list((site / "out").glob(".run-*"))  # the killed run's staging is cleaned
+
+
+def test_changed_dbt_code_rebuilds_every_model_from_raw(site, uninterrupted):
+    """Incremental models keep rows built on earlier nights; when the dbt project's code
+    changed since the last build, the night rebuilds every model from raw instead."""
+    warehouse = site / "warehouse" / "cryoreg.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        # as if older code had built the warehouse, and built it differently
+        con.execute("update audit.dbt_builds set fingerprint = 'older code'")
+        con.execute("delete from intermediate.int_imaging_days_after_procedure where rowid % 2 = 0")
+    _add_adverse_event(site)
+    proc = run_cryoreg("run", cwd=site)
+    assert "full refresh: the dbt project changed since the last build" in proc.stdout
+    assert metric_differences(_outcomes(site), _outcomes(uninterrupted)) == []
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        fingerprint, reason = con.execute(
+            "select fingerprint, full_refresh from audit.dbt_builds order by built_at desc limit 1"
+        ).fetchone()
+    assert fingerprint != "older code" and reason

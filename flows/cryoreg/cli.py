@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -47,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the nightly flow once through Prefect")
     _add_run_paths(run)
+    run.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild every dbt model from raw (automatic when the dbt project changed)",
+    )
     serve = sub.add_parser(
         "serve",
         help="serve the nightly deployment on a cron schedule (needs PREFECT_API_URL)",
@@ -154,17 +162,44 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     config.pseudonym_key()  # refuse early in production without a key
+    from cryoreg import prefect_api
+
+    api = prefect_api.start()  # its start-up overlaps the imports below
     from cryoreg import pipeline, summary
 
+    prefect_api.use(api, preload=pipeline.STAGE_IMPORTS)
     began = time.monotonic()
-    result = pipeline.nightly(str(args.extracts), str(args.warehouse), str(args.out))
+    result = pipeline.nightly(
+        str(args.extracts), str(args.warehouse), str(args.out), args.full_refresh
+    )
     print(summary.render(result, time.monotonic() - began))
     return 0
+
+
+def _exit_without_teardown(code: list[int]) -> None:
+    """The last exit hook of the `cryoreg run` command: end the process without Python's
+    teardown, which frees every object of dbt, Great Expectations, pandas... one by one (about
+    2 s). It runs after the other hooks: Prefect has sent its logs, the temporary API server is
+    stopped, and every DuckDB file was closed by its stage."""
+    if not code:
+        return  # main() did not return: let Python report and exit as usual
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code[0])
 
 
 def main(argv: list[str] | None = None) -> int:
     config.set_quiet_defaults()
     args = _parser().parse_args(argv)
+    code: list[int] = []
+    if argv is None and args.command == "run":  # the command itself, not a call from Python
+        atexit.register(_exit_without_teardown, code)  # first registered: runs last
+    code.append(_main(args))
+    return code[0]
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         handlers = {"synth": _synth, "run": _run, "serve": _serve, "docs": _docs, "sql": _sql}
         handler = handlers[args.command]

@@ -29,6 +29,17 @@ from cryoreg import (
     validate,
 )
 
+# What the stages import on first use, in stage order: `cryoreg run` imports them while
+# Prefect's temporary API server is still starting (prefect_api.use).
+STAGE_IMPORTS = (
+    "dbt.cli.main",
+    "dbt.adapters.duckdb",
+    "great_expectations",
+    "scipy.stats",
+    "lifelines",
+    "matplotlib.figure",
+)
+
 
 def detached(stage):
     """Re-raise a stage's error without the frames below it.
@@ -53,6 +64,14 @@ def detached(stage):
     return run
 
 
+def connect(work: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A connection to the working copy, without DuckDB's progress bar (it would fill the
+    nightly log with bar redraws on long queries)."""
+    con = duckdb.connect(str(work), read_only=read_only)
+    con.execute("set enable_progress_bar = false")
+    return con
+
+
 def transient(task, task_run, state) -> bool:
     """Retry only what can pass on a second try (file locks, I/O); data errors fail at once."""
     try:
@@ -72,7 +91,7 @@ RETRY = {"retries": 2, "retry_delay_seconds": 20, "retry_condition_fn": transien
 def ingest_stage(work: Path, extracts: Path, run_id: str) -> ingest.IngestResult:
     """Load new extract folders into raw.*, quarantining bad rows."""
     logger = get_run_logger()
-    with duckdb.connect(str(work)) as con:
+    with connect(work) as con:
         result = ingest.ingest(con, extracts, run_id, config.quarantine_limit())
     for acc in result.files:
         logger.info(
@@ -84,6 +103,12 @@ def ingest_stage(work: Path, extracts: Path, run_id: str) -> ingest.IngestResult
         )
     for warning in result.warnings:
         logger.warning(warning)
+    if any(result.orphans.values()):
+        logger.info(
+            "across nights: %d rows removed (parent deleted), %d re-admitted (parent arrived)",
+            result.orphans["cascaded"],
+            result.orphans["readmitted"],
+        )
     if result.skipped:
         logger.info("already loaded, skipped: %s", ", ".join(result.skipped))
     return result
@@ -91,10 +116,12 @@ def ingest_stage(work: Path, extracts: Path, run_id: str) -> ingest.IngestResult
 
 @task(name="dbt build", cache_policy=NO_CACHE, **RETRY)
 @detached
-def transform_stage(work: Path, key: str) -> transform.DbtSummary:
+def transform_stage(work: Path, key: str, full_refresh: bool = False) -> transform.DbtSummary:
     """Build staging, intermediate and mart models and run their tests."""
-    summary = transform.dbt_build(work, key)
+    summary = transform.dbt_build(work, key, full_refresh)
     logger = get_run_logger()
+    if summary.full_refresh:
+        logger.info("dbt build: full refresh: %s", summary.full_refresh)
     logger.info(
         "dbt build: %d nodes, %d passed, %d warned",
         summary.nodes,
@@ -113,7 +140,7 @@ def quality_stage(
 ) -> dict:
     """Record every check of the night in audit.check_results; fail on a fatal one."""
     logger = get_run_logger()
-    with duckdb.connect(str(work)) as con:
+    with connect(work) as con:
         validate.assert_no_identifying_columns(con)
         known = quality.load_known_exceptions()
         limit = config.quarantine_limit()
@@ -136,7 +163,7 @@ def quality_stage(
 @detached
 def analyze_stage(work: Path) -> dict:
     """Compute the paper's statistics from the marts."""
-    with duckdb.connect(str(work), read_only=True) as con:
+    with connect(work, read_only=True) as con:
         return analyze.compute_metrics(con)
 
 
@@ -145,7 +172,7 @@ def analyze_stage(work: Path) -> dict:
 def report_stage(work: Path, metrics: dict, staged_out: Path) -> Path:
     """Write metrics.json and report.html into the run's staging folder."""
     analyze.write_metrics(metrics, staged_out / "metrics.json")
-    with duckdb.connect(str(work), read_only=True) as con:
+    with connect(work, read_only=True) as con:
         return report.write_report(metrics, con, staged_out)
 
 
@@ -186,6 +213,7 @@ def run_block(result: ingest.IngestResult, run_id: str, started: datetime) -> di
             }
             for e in result.extracts
         ],
+        "orphans": dict(result.orphans),
         "files": [
             {
                 "extract": a.extract,
@@ -204,8 +232,13 @@ def nightly(
     extracts: str = "extracts",
     warehouse: str = "warehouse/cryoreg.duckdb",
     out: str = "out",
+    full_refresh: bool = False,
 ) -> dict:
-    """The whole nightly job; the published warehouse changes only if every stage succeeds."""
+    """The whole nightly job; the published warehouse changes only if every stage succeeds.
+
+    full_refresh: rebuild every dbt model from raw instead of tonight's changes only (done on
+    its own when the dbt project's code changed since the last build).
+    """
     started = datetime.now(UTC)
     paths = config.RunPaths(
         Path(extracts).resolve(), Path(warehouse).resolve(), Path(out).resolve()
@@ -216,7 +249,7 @@ def nightly(
     staged_out = publish.staging_out_dir(paths, run_id)
     try:
         loaded = ingest_stage(work, paths.extracts, run_id)
-        dbt_summary = transform_stage(work, key)
+        dbt_summary = transform_stage(work, key, full_refresh)
         data_quality = quality_stage(work, run_id, dbt_summary, staged_out)
         metrics = analyze_stage(work)
         metrics["run"] = run_block(loaded, run_id, started)
@@ -225,6 +258,7 @@ def nightly(
             "nodes": dbt_summary.nodes,
             "passed": dbt_summary.passed,
             "warned": dbt_summary.warned,
+            "full_refresh": dbt_summary.full_refresh,
         }
         report_stage(work, metrics, staged_out)
         published = publish_stage(paths, staged_out)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
+
 from cryoreg.config import DBT_PROJECT_DIR
+
+# What the built tables depend on: a change here may change an incremental model's logic or
+# columns, which only a full rebuild applies to the rows built on earlier nights.
+PROJECT_CODE = ("dbt_project.yml", "models", "macros")
 
 
 class TransformError(RuntimeError):
@@ -20,17 +27,84 @@ class DbtSummary:
     warned: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     results: list[dict] = field(default_factory=list)
+    full_refresh: str | None = None  # why every model was rebuilt from raw, if it was
 
 
-def dbt_build(warehouse: Path, pseudonym_key: str) -> DbtSummary:
+def project_fingerprint(project: Path = DBT_PROJECT_DIR) -> str:
+    """A hash of the dbt project's code (SQL, YAML, macros; not its docs)."""
+    digest = hashlib.sha256()
+    for name in PROJECT_CODE:
+        root = project / name
+        files = sorted(root.rglob("*")) if root.is_dir() else [root]
+        for path in files:
+            if path.is_file() and path.suffix != ".md":
+                digest.update(path.relative_to(project).as_posix().encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def full_refresh_reason(warehouse: Path, fingerprint: str, forced: bool) -> str | None:
+    """Why tonight's build must rebuild every model from raw, or None for an incremental one.
+
+    Incremental models keep rows built by earlier nights' code; when the project's code changed
+    since the last build (a new column, a corrected definition), those rows would mix two
+    versions of the logic, so the night rebuilds everything once.
+    """
+    if forced:
+        return "requested (--full-refresh)"
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        built = con.execute(
+            "select count(*) from information_schema.tables where table_schema = 'staging'"
+        ).fetchone()[0]
+        if not built:
+            return None  # the first build is a full one anyway
+        logged = con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'audit' and table_name = 'dbt_builds'"
+        ).fetchone()[0]
+        last = (
+            con.execute(
+                "select fingerprint from audit.dbt_builds order by built_at desc limit 1"
+            ).fetchone()
+            if logged
+            else None
+        )
+    if last is None:
+        return "the warehouse was built before dbt builds were logged"
+    if last[0] != fingerprint:
+        return "the dbt project changed since the last build"
+    return None
+
+
+def log_build(warehouse: Path, fingerprint: str, summary: DbtSummary) -> None:
+    """Remember which code built the warehouse (audit.dbt_builds), for the next night."""
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            """create table if not exists audit.dbt_builds (
+                fingerprint varchar, full_refresh varchar, nodes integer, built_at timestamp)"""
+        )
+        con.execute(
+            "insert into audit.dbt_builds values (?, ?, ?, current_timestamp)",
+            [fingerprint, summary.full_refresh, summary.nodes],
+        )
+
+
+def dbt_build(warehouse: Path, pseudonym_key: str, full_refresh: bool = False) -> DbtSummary:
     """Build and test every model; the profile reads the file path and key from the env.
 
     No per-run `--vars`: dbt hashes the command-line vars into its partial-parse state, so a
     run id passed there made every night re-parse the whole project (about 3 s). With the
     same warehouse path and key, dbt reuses target/partial_parse.msgpack between nights.
+
+    The night checks data, not code: dbt's unit tests (fixed inputs, the SQL logic) run in the
+    test suite (tests/test_dbt_unit.py), not here. Nor does the night write manifest.json and
+    run_results.json (about 1 s): the results go to audit.check_results, `cryoreg docs`
+    generates its own manifest, and partial parsing keeps its own file.
     """
     from dbt.cli.main import dbtRunner
 
+    fingerprint = project_fingerprint()
+    reason = full_refresh_reason(warehouse, fingerprint, full_refresh)
     os.environ["CRYOREG_WAREHOUSE_PATH"] = str(warehouse)
     os.environ["CRYOREG_PSEUDONYM_KEY"] = pseudonym_key
     args = [
@@ -40,12 +114,17 @@ def dbt_build(warehouse: Path, pseudonym_key: str) -> DbtSummary:
         "--profiles-dir",
         str(DBT_PROJECT_DIR),
         "--quiet",
+        "--exclude-resource-type",
+        "unit_test",
+        "--no-write-json",
     ]
+    if reason:
+        args.append("--full-refresh")
     try:
         outcome = dbtRunner().invoke(args)
     finally:
         _release_duckdb()
-    summary = DbtSummary()
+    summary = DbtSummary(full_refresh=reason)
     results = getattr(outcome.result, "results", None) or []
     for res in results:
         node = res.node
@@ -76,8 +155,9 @@ def dbt_build(warehouse: Path, pseudonym_key: str) -> DbtSummary:
             first = summary.failed[0].splitlines()[0]
             more = f" (and {len(summary.failed) - 1} more)" if len(summary.failed) > 1 else ""
             raise TransformError(f"dbt build failed: {first}{more}")
-        reason = outcome.exception or "see dbt_project/logs/dbt.log"
-        raise TransformError(f"dbt build failed: {str(reason).splitlines()[0]}")
+        cause = outcome.exception or "see dbt_project/logs/dbt.log"
+        raise TransformError(f"dbt build failed: {str(cause).splitlines()[0]}")
+    log_build(warehouse, fingerprint, summary)
     return summary
 
 

@@ -1,0 +1,151 @@
+"""Prefect's temporary API for `cryoreg run`, started before the heavy imports.
+
+Without PREFECT_API_URL, Prefect starts a temporary API server lazily, when the flow first needs
+it: after our imports (dbt, pandas, pandera...), and the server's own start-up (its imports, then
+SQLite migrations in PREFECT_HOME) adds 4-11 s to the run. Here the server starts first, in a
+child process, so both start-ups overlap. It is the same app Prefect's temporary server runs
+(`create_app(ephemeral=True)`: no UI, no background services) on the same PREFECT_HOME database.
+
+The child stops when the run exits (atexit), and on its own when its parent dies (a kill skips
+atexit), so no server outlives a run. With PREFECT_API_URL set (a `prefect server`, as the
+deployment uses), nothing is started and the run reports to that server.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+
+STOP_WAIT_SECONDS = 5
+
+
+def _log(message: str) -> None:
+    """One line in the run log's format (Prefect's logging is not imported yet)."""
+    now = datetime.now()
+    print(f"{now:%H:%M:%S}.{now.microsecond // 1000:03d} | INFO    | cryoreg - {message}")
+
+
+class TemporaryApi:
+    """A Prefect API server in a child process, listening on a port bound here."""
+
+    def __init__(self) -> None:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)  # requests queue until the server is up: no port race, no retry
+        self.url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+        env = {**os.environ, "PREFECT_UI_ENABLED": "false"}
+        self.process: subprocess.Popen | None = subprocess.Popen(
+            [sys.executable, "-m", "cryoreg.prefect_api", str(listener.fileno()), str(os.getpid())],
+            pass_fds=[listener.fileno()],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        listener.close()
+        atexit.register(self.stop)  # registered before Prefect's own exit hooks: runs after them
+
+    def ready(self) -> bool:
+        """Does the API answer right now? (Never waits for it.)"""
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=0.05) as resp:
+                return resp.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the API answers /health (migrations done)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise RuntimeError(f"the temporary Prefect API server exited (code {code})")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(
+                    f"the temporary Prefect API server did not answer within {timeout:.0f} s"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=min(left, 5)) as resp:
+                    if resp.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        _log(f"Stopping temporary server on {self.url.removesuffix('/api')}")
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start() -> TemporaryApi | None:
+    """Start the temporary API now unless PREFECT_API_URL names a server to use."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    api = TemporaryApi()
+    _log(f"Starting temporary server on {api.url.removesuffix('/api')}")
+    return api
+
+
+def use(api: TemporaryApi | None, preload: tuple[str, ...] = ()) -> None:
+    """Point Prefect at the temporary API, once it answers; call before the flow runs.
+
+    While the server is still starting, import `preload` (modules the stages import later
+    anyway), one at a time, stopping as soon as it answers. PREFECT_API_URL may also come from a
+    Prefect profile or prefect.toml: then that server is used and the temporary one stopped.
+    """
+    if api is None:
+        return
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url:
+        api.stop()
+        return
+    for module in preload:
+        if api.ready():
+            break
+        importlib.import_module(module)
+    api.wait_ready(settings.server.ephemeral.startup_timeout_seconds)
+    os.environ["PREFECT_API_URL"] = api.url
+    os.environ.setdefault("PREFECT_UI_URL", "")  # no UI: no "View at" link to a dead server
+    refresh_global_settings_context()  # Prefect read the environment when it was imported
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Stop this server when the run that started it is gone (even after a SIGKILL)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)  # uvicorn shuts down cleanly
+
+
+def _serve(fd: int, parent: int) -> None:
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    import uvicorn
+    from prefect.server.api.server import create_app
+
+    sock = socket.socket(fileno=fd)
+    app = create_app(ephemeral=True, final=True)
+    config = uvicorn.Config(app, log_level="error", lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -1,0 +1,48 @@
+"""dbt's unit tests (fixed inputs -> expected rows of one model): the SQL logic, checked here.
+
+The nightly build leaves them out (`--exclude-resource-type unit_test`: they test code, not the
+night's data), so this is where they run. dbt needs the inputs' columns from the warehouse: the
+raw tables of a real ingest, then every model built empty (`dbt run --empty`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import duckdb
+import pytest
+
+from cryoreg import ingest, synth
+from cryoreg.config import DBT_PROJECT_DIR
+
+
+def _dbt(*args: str):
+    from dbt.cli.main import dbtRunner
+
+    project = ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    return dbtRunner().invoke([*args, *project, "--quiet"])
+
+
+@pytest.fixture
+def empty_warehouse(tmp_path, monkeypatch):
+    extracts = tmp_path / "extracts"
+    synth.write_registry(extracts, profile="paper")
+    warehouse = tmp_path / "w.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        ingest.ingest(con, extracts, "run-1", 0.05)
+    monkeypatch.setenv("CRYOREG_WAREHOUSE_PATH", str(warehouse))
+    monkeypatch.setenv("CRYOREG_PSEUDONYM_KEY", os.environ["CRYOREG_PSEUDONYM_KEY"])
+    built = _dbt("run", "--empty")
+    assert built.success, built.exception
+    yield warehouse
+    from cryoreg.transform import _release_duckdb
+
+    _release_duckdb()
+
+
+def test_dbt_unit_tests_pass(empty_warehouse):
+    outcome = _dbt("test", "--select", "test_type:unit")
+    results = getattr(outcome.result, "results", None) or []
+    failed = [f"{r.node.name}: {r.status}: {r.message}" for r in results if r.status != "pass"]
+    assert results, f"no unit test ran: {outcome.exception}"
+    assert outcome.success and not failed, "\n".join(failed) or str(outcome.exception)
