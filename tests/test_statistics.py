@@ -606,3 +606,57 @@ def test_clustered_cox_sample_is_systematic_and_keeps_whole_patients():
     assert len(kept) == 12  # every tumor of a kept patient
     again, _ = _patient_sample(df.sample(frac=1, random_state=1), max_tumors=10)
     assert sorted(again["patient_key"].unique()) == ["p00", "p03", "p06", "p09"]
+
+
+def _random_cox_frame(n: int = 400, seed: int = 7):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "duration": np.round(rng.exponential(2.0, n), 1) + 0.1,  # many ties, as with days
+            "event": rng.integers(0, 2, n),
+            "diameter_cm": rng.uniform(0.5, 8.0, n),
+            "origin_metastasis": rng.integers(0, 2, n),
+            "patient_key": [f"p{i // 3:04d}" for i in range(n)],
+        }
+    )
+    return frame.sample(frac=1, random_state=seed).reset_index(drop=True)
+
+
+def test_clustered_cox_equals_lifelines_own_sandwich():
+    """The vectorised score residuals give lifelines' clustered errors (its O(n^2) loop)."""
+    from lifelines import CoxPHFitter
+
+    frame = _random_cox_frame()
+    args = {"duration_col": "duration", "event_col": "event", "batch_mode": True}
+    ours = analyze._cox_fitter().fit(frame, cluster_col="patient_key", **args).summary
+    theirs = CoxPHFitter(alpha=0.05).fit(frame, cluster_col="patient_key", **args).summary
+    assert ours.index.tolist() == theirs.index.tolist()
+    for column in ("coef", "se(coef)", "p", "exp(coef) lower 95%", "exp(coef) upper 95%"):
+        for a, b in zip(ours[column], theirs[column], strict=True):
+            assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-300), column
+
+
+def test_cumulative_incidence_interval_equals_lifelines_own():
+    """The vectorised Aalen-Johansen variance and CI are lifelines' (its iterrows loop)."""
+    import warnings
+
+    import numpy as np
+    from lifelines import AalenJohansenFitter
+
+    rng = np.random.default_rng(3)
+    time = np.round(rng.exponential(2.0, 300), 2) + 0.01
+    code = rng.integers(0, 3, 300)
+    time = time + np.arange(300) * 1e-7  # no tied event times: lifelines would jitter them
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = analyze._aalen_johansen()(alpha=0.05, seed=0).fit(time, code, event_of_interest=1)
+        theirs = AalenJohansenFitter(alpha=0.05, seed=0).fit(time, code, event_of_interest=1)
+    columns = ours.confidence_interval_.columns.tolist()
+    assert columns == theirs.confidence_interval_.columns.tolist()
+    np.testing.assert_allclose(ours.variance_, theirs.variance_, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(
+        ours.confidence_interval_, theirs.confidence_interval_, rtol=1e-12, atol=0
+    )

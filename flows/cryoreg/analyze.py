@@ -192,9 +192,51 @@ COX_SQL = """
 """
 
 
-# lifelines' clustered sandwich estimator loops over clusters in Python: minutes at a million
-# tumors. Above this size the clustered model is fitted on a systematic sample of patients.
+# The clustered model is fitted on a systematic sample of patients above this size (lifelines'
+# own score residuals were O(n^2); kept so that metrics stay those of earlier nights).
 CLUSTERED_COX_MAX_TUMORS = 50_000
+
+
+def _score_residuals(self, X, _T, E, weights, entries):
+    """lifelines' Cox score residuals (Lin & Wei), vectorised: same formula, O(n) not O(n^2).
+
+    lifelines loops over rows summing over all earlier rows (8 s for 50,000 tumors); the sum
+    sum_{j<=i} c_j (x_i - m_j) is x_i * cumsum(c)_i - cumsum(c m)_i. Rows are sorted by time,
+    ties are handled as lifelines handles them (not specially). Agrees to ~1e-15.
+    """
+    x, event, w = X.to_numpy(), E.to_numpy().astype(int), weights.to_numpy()
+    phi = np.exp(x @ (self.params_.to_numpy() * self._norm_std.to_numpy()))
+    wphi = w * phi
+    risk_x = (x * wphi[:, None])[::-1].cumsum(0)[::-1]
+    risk = wphi[::-1].cumsum()[::-1]
+    c = event * w / risk
+    mean = risk_x / risk[:, None]
+    score = -phi[:, None] * (x * np.cumsum(c)[:, None] - np.cumsum(c[:, None] * mean, axis=0))
+    score += event[:, None] * (x - mean)
+    return score * w[:, None]
+
+
+def _cox_fitter():
+    """A CoxPHFitter whose sandwich (clustered) variance uses the vectorised score residuals."""
+    from lifelines import CoxPHFitter
+    from lifelines.fitters.coxph_fitter import SemiParametricPHFitter
+
+    class FastScorePH(SemiParametricPHFitter):
+        _compute_score_within_strata = _score_residuals
+
+    class FastCoxPH(CoxPHFitter):
+        def _fit_model_breslow(self, *args, **kwargs):
+            model = FastScorePH(
+                penalizer=self.penalizer,
+                l1_ratio=self.l1_ratio,
+                strata=self.strata,
+                alpha=self.alpha,
+                label=self._label,
+            )
+            model.fit(*args, **kwargs)  # right-censored data only, as in lifelines
+            return model
+
+    return FastCoxPH(alpha=ALPHA)
 
 
 def _patient_sample(df, max_tumors: int):
@@ -240,10 +282,9 @@ def cox_model(con: duckdb.DuckDBPyConnection, cluster: bool = False) -> dict:
     if out["events"] == 0 or len(df.columns) <= 2 + cluster:
         out["error"] = "no events" if out["events"] == 0 else "no covariate varies"
         return out
-    from lifelines import CoxPHFitter
     from lifelines.exceptions import ConvergenceWarning
 
-    cph = CoxPHFitter(alpha=ALPHA)
+    cph = _cox_fitter()
     extra = {"cluster_col": "patient_key"} if cluster else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -347,13 +388,57 @@ def fit_competing(time: np.ndarray, code: np.ndarray) -> dict | None:
     Kaplan-Meier that censors deaths (its 1 - S is the naive 'incidence'); None when empty."""
     if len(time) == 0:
         return None
-    from lifelines import AalenJohansenFitter
-
+    fitter = _aalen_johansen()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lifelines warns of ties it would jitter; none remain
-        ltp = AalenJohansenFitter(alpha=ALPHA, seed=0).fit(time, code, event_of_interest=1)
-        death = AalenJohansenFitter(alpha=ALPHA, seed=0).fit(time, code, event_of_interest=2)
+        ltp = fitter(alpha=ALPHA, seed=0).fit(time, code, event_of_interest=1)
+        # only the death CIF itself is reported or drawn: its interval is not computed
+        death = fitter(alpha=ALPHA, seed=0, calculate_variance=False).fit(
+            time, code, event_of_interest=2
+        )
     return {"ltp": ltp, "death": death, "km": fit_km(time, code == 1)}
+
+
+def _aj_bounds(self, lagged_survival, alpha, ci_labels):
+    """lifelines' Aalen-Johansen variance and log(-log) interval, without its row loop.
+
+    lifelines walks the event table with iterrows (1 s at 160,000 tumors) updating prefix sums;
+    np.cumsum adds in the same order, on the same float64 values, so the result is the same.
+    """
+    from lifelines.utils import inv_normal_cdf
+
+    df = self.event_table.copy()
+    df["Ft"] = self.cumulative_density_
+    df["lagS"] = lagged_survival.fillna(1)
+    if ci_labels is None:
+        ci = 1 - alpha
+        ci_labels = [f"{self._label}_upper_{ci:g}", f"{self._label}_lower_{ci:g}"]
+    f_t = df["Ft"].to_numpy(dtype=float)
+    observed = df["observed"].to_numpy(dtype=float)
+    at_risk = df["at_risk"].to_numpy(dtype=float)
+    cause = df[self.label_cmprisk].to_numpy(dtype=float)
+    lag_s = df["lagS"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = observed / at_risk / (at_risk - observed)
+        const, linear, quad = np.cumsum(a * f_t**2), np.cumsum(-(2 * a * f_t)), np.cumsum(a)
+        second = np.cumsum((lag_s**2) * cause * (at_risk - cause) / (at_risk**3))
+        third_a = lag_s * cause / (at_risk**2)
+        third_const, third_linear = np.cumsum(third_a * -f_t), np.cumsum(third_a)
+        first = const + linear * f_t + quad * (f_t**2)
+        df["variance"] = first + second - 2 * (third_const + third_linear * f_t)
+        df["F_transformed"] = np.log(-np.log(df["Ft"]))
+        df["se_transformed"] = np.sqrt(df["variance"]) / (df["Ft"] * np.absolute(np.log(df["Ft"])))
+        z = inv_normal_cdf(1 - alpha / 2)
+        df[ci_labels[0]] = np.exp(-np.exp(df["F_transformed"] + z * df["se_transformed"]))
+        df[ci_labels[1]] = np.exp(-np.exp(df["F_transformed"] - z * df["se_transformed"]))
+    return df["variance"], df[ci_labels]
+
+
+def _aalen_johansen():
+    """lifelines' AalenJohansenFitter with the vectorised interval (_aj_bounds)."""
+    from lifelines import AalenJohansenFitter
+
+    return type("AalenJohansen", (AalenJohansenFitter,), {"_bounds": _aj_bounds})
 
 
 def _step_values(index: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:

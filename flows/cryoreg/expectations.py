@@ -75,8 +75,12 @@ def check_name(target: str, exp: dict) -> str:
     return f"{target}.{column}:{short}" if column else f"{target}:{short}"
 
 
-def load_suites(folder: Path = EXPECTATIONS_DIR) -> list[Suite]:
-    """Read and check every suite file; `mostly` comes from meta.threshold, never kwargs."""
+def load_suites(folder: Path = EXPECTATIONS_DIR, check_types: bool = True) -> list[Suite]:
+    """Read and check every suite file; `mostly` comes from meta.threshold, never kwargs.
+
+    check_types=False skips asking GE about each expectation type (and so importing GE): enough
+    to know targets, columns and check names; the run itself always checks them.
+    """
     import yaml
 
     suites = []
@@ -107,7 +111,7 @@ def load_suites(folder: Path = EXPECTATIONS_DIR) -> list[Suite]:
             if not 0.0 <= threshold < 1.0:
                 raise SuiteFileError(f"{where}: meta.threshold must be in [0, 1)")
             try:
-                mostly = _supports_mostly(exp["type"])
+                mostly = _supports_mostly(exp["type"]) if check_types else "threshold" in meta
             except Exception as exc:  # GE raises its own not-found error
                 raise SuiteFileError(f"{where}: unknown expectation {exp['type']}") from exc
             if mostly:
@@ -206,15 +210,40 @@ def delta_sql(spec: ExtractFile) -> str:
 
 def target_frame(con: duckdb.DuckDBPyConnection, target: str, run_id: str, columns: list[str]):
     """A pandas frame of one target holding only the columns its suite names."""
-    schema, table = target.split(".", 1)
+    sql, needs_run = _frame_sql(target, columns)
+    table = con.sql(sql, params={"run_id": run_id} if needs_run else None).to_arrow_table()
+    return _numpy_frame(table)
+
+
+def _frame_sql(target: str, columns: list[str]) -> tuple[str, bool]:
+    """The query of one target's frame, and whether it takes $run_id."""
+    schema, _, table = target.partition(".")
     if schema == "marts":
-        source, params = f"marts.{table}", None
+        source, needs_run = f"marts.{table}", False
     elif schema == "delta" and table in BY_ENTITY:
-        source, params = f"({delta_sql(BY_ENTITY[table])})", {"run_id": run_id}
+        source, needs_run = f"({delta_sql(BY_ENTITY[table])})", True
     else:
         raise SuiteFileError(f"unknown target {target} (marts.<table> or delta.<file>)")
     select = ", ".join(f'"{c}"' for c in columns) if columns else "1 as _row"
-    return con.sql(f"select {select} from {source} as t", params=params).df()
+    return f"select {select} from {source} as t", needs_run
+
+
+def _numpy_frame(table):
+    """Arrow -> pandas in the dtypes GE's pandas engine vectorises (int64/float64 numpy).
+
+    GE compares values one by one in Python (Series.map) for any other dtype: int32 or the
+    nullable Int/boolean extension types of DuckDB's .df(), seconds per 100,000 rows. Integer
+    columns with nulls become float64 with NaN, which GE counts as missing like NULL.
+    """
+    import pyarrow as pa
+
+    frame = table.to_pandas(date_as_object=False)
+    for col in table.schema:
+        if pa.types.is_integer(col.type) and frame[col.name].dtype.kind in "iu":
+            frame[col.name] = frame[col.name].astype("int64")
+        elif pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
+            frame[col.name] = frame[col.name].astype("float64")
+    return frame
 
 
 # ---------------------------------------------------------------- running GE
@@ -284,7 +313,7 @@ def _to_result(suite: Suite, exp_meta: dict, kind: str, res) -> CheckResult:
         checked -= outcome.get("missing_count") or 0
     details = {"expectation": kind}
     if "observed_value" in outcome and outcome["observed_value"] is not None:
-        details["observed_value"] = outcome["observed_value"]
+        details["observed_value"] = _jsonable(outcome["observed_value"])
     if raised:
         details["message"] = str((res.exception_info or {}).get("exception_message"))[:300]
     if exp_meta.get("row_count_bounds"):
@@ -303,6 +332,15 @@ def _to_result(suite: Suite, exp_meta: dict, kind: str, res) -> CheckResult:
     )
 
 
+def _jsonable(value):
+    """numpy scalars (GE's observed values) as plain Python, so they store as numbers."""
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value.item() if hasattr(value, "item") and not isinstance(value, str) else value
+
+
 def run_suites(
     con: duckdb.DuckDBPyConnection,
     run_id: str,
@@ -314,13 +352,34 @@ def run_suites(
 
     `frames` ({target: pandas frame}) replaces the frames read from the warehouse (tests).
     """
+    suites = load_suites(folder)
+    bounds = {
+        exp["meta"]["name"]: _row_count_bounds(con, run_id, exp)
+        for suite in suites
+        for exp in suite.expectations
+        if "versus_previous_run" in exp["meta"]
+    }
+
+    def frame_of(suite: Suite):
+        frame = (frames or {}).get(suite.target)
+        return target_frame(con, suite.target, run_id, suite.columns) if frame is None else frame
+
+    return _run_checkpoints(suites, frame_of, bounds, docs_dir, run_id, folder)
+
+
+def _run_checkpoints(
+    suites: list[Suite], frame_of, bounds: dict, docs_dir: Path, run_id: str, folder: Path
+) -> list[CheckResult]:
+    """GE itself: one checkpoint per suite on frame_of(suite), then offline Data Docs.
+
+    bounds: {check name: (min, max) rows allowed, or None on the first night}.
+    """
     import great_expectations as gx
     from great_expectations.core.expectation_suite import ExpectationSuite
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
     )
 
-    suites = load_suites(folder)
     exceptions = quality.load_known_exceptions(folder / quality.KNOWN_EXCEPTIONS_FILE)
     results: list[CheckResult] = []
     with tempfile.TemporaryDirectory(prefix="cryoreg-gx-") as tmp:
@@ -329,9 +388,7 @@ def run_suites(
         source = ctx.data_sources.add_pandas("cryoreg")
         ran = False
         for suite in suites:
-            frame = (frames or {}).get(suite.target)
-            if frame is None:
-                frame = target_frame(con, suite.target, run_id, suite.columns)
+            frame = frame_of(suite)
             if suite.target.startswith("delta.") and frame.empty:
                 results += [
                     _not_applicable(suite, e, "no rows loaded this run") for e in suite.expectations
@@ -341,12 +398,12 @@ def run_suites(
             for exp in suite.expectations:
                 meta, kwargs = dict(exp["meta"]), dict(exp["kwargs"])
                 if "versus_previous_run" in meta:
-                    bounds = _row_count_bounds(con, run_id, exp)
-                    if bounds is None:
+                    allowed = bounds.get(meta["name"])
+                    if allowed is None:
                         results.append(_not_applicable(suite, exp, "no previous run", len(frame)))
                         continue
-                    kwargs["min_value"], kwargs["max_value"] = bounds
-                    meta["row_count_bounds"] = list(bounds)
+                    kwargs["min_value"], kwargs["max_value"] = allowed
+                    meta["row_count_bounds"] = list(allowed)
                 configs.append(ExpectationConfiguration(type=exp["type"], kwargs=kwargs, meta=meta))
             gx_suite = ctx.suites.add(
                 ExpectationSuite(
