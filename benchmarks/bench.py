@@ -159,16 +159,18 @@ def make_delta(base: Path, share: float = 0.01) -> tuple[Path, int]:
     return folder, rows
 
 
-def bench_size(size: str, work: Path, env: dict, delta: bool, timeout: float) -> dict:
+def bench_size(
+    size: str, work: Path, env: dict, delta: bool, timeout: float, server: str | None = None
+) -> dict:
     res: dict = {"size": size, "status": "ok", "errors": []}
     extracts, wh, out = work / "extracts", work / "wh" / "cryoreg.duckdb", work / "out"
     profile = ["--profile", "paper"]
     if size != "paper":
         profile = ["--profile", "scale", "--patients", size]
 
-    def step(name: str, cmd: list[str]) -> dict:
+    def step(name: str, cmd: list[str], extra_env: dict | None = None) -> dict:
         print(f"  [{size}] {name} ...", flush=True)
-        m = measure(cmd, env, work / f"{name}.log", timeout)
+        m = measure(cmd, {**env, **(extra_env or {})}, work / f"{name}.log", timeout)
         launched, output = m.pop("launched"), m.pop("output")
         m["launched_at"] = launched.isoformat(timespec="seconds")
         if m["rc"] != 0:
@@ -228,11 +230,65 @@ def bench_size(size: str, work: Path, env: dict, delta: bool, timeout: float) ->
                 json.loads((out / "metrics.json").read_text()), json.loads(ref_json.read_text())
             )
             res["delta_metrics_match"], res["delta_metrics_diffs"] = not diffs, diffs[:20]
+
+        if server and size == "paper":
+            # a cold process on a warm machine, reporting to a running Prefect server (as the
+            # deployment does): the published warehouse removed, every folder loaded again
+            shutil.rmtree(wh.parent)
+            shutil.rmtree(out)
+            m = step("pipeline_server", [CRYOREG, "run", "--extracts", str(extracts),
+                                         "--warehouse", str(wh), "--out", str(out)],
+                     {"PREFECT_API_URL": server})  # fmt: skip
+            m.update(stage_times(m["_output"], m["_launched"]))
+            res["pipeline_server"] = clean(m)
     except Exception as exc:  # one size failing must not stop the others
         res["status"] = "failed"
         res["errors"].append(f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
     return res
+
+
+class PrefectServer:
+    """A `prefect server` on 127.0.0.1 with its own PREFECT_HOME, started in the background at
+    the beginning of a run (so it is up by the time the paper size needs it)."""
+
+    def __init__(self, top: Path, env: dict) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        home = top / "prefect-server"
+        home.mkdir(parents=True, exist_ok=True)
+        self.log = (top / "prefect-server.log").open("w")
+        self.process = subprocess.Popen(
+            [str(Path(PYTHON).with_name("prefect")), "server", "start", "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            env={**env, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false"},
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def url(self, timeout: float = 120) -> str | None:
+        import urllib.request
+
+        api = f"http://127.0.0.1:{self.port}/api"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=2):
+                    return api
+            except OSError:
+                time.sleep(0.5)
+        print(f"prefect server on port {self.port} did not start: see its log", flush=True)
+        return None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
 
 
 # --- reporting ----------------------------------------------------------------------------------
@@ -339,6 +395,14 @@ def render(results: dict) -> str:
                 joined = [" / ".join(c) for c in zip(*cells, strict=True)]
                 lines.append(f"| {r['size']} | " + " | ".join(joined) + " |")
         for r in run["sizes"]:
+            if m := r.get("pipeline_server"):
+                lines.append(
+                    f"\nCold `cryoreg run` on the {r['size']} registry (a new process, a new"
+                    f" warehouse) reporting to a running Prefect server: {m['wall_s']:.1f} s"
+                    f" (start-up {_f(m.get('startup_s'))} s, dbt build"
+                    f" {_f(m.get('stages', {}).get('dbt build'))} s).\n"
+                )
+        for r in run["sizes"]:
             for d in r.get("metrics_diffs", []) + r.get("delta_metrics_diffs", []):
                 lines.append(f"- {r['size']}: metrics differ: {d}")
             for e in r.get("errors", []):
@@ -355,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: temp)")
     parser.add_argument("--results", type=Path, default=HERE / "results.json")
     parser.add_argument("--timeout", type=float, default=3600, help="per command, seconds")
+    parser.add_argument(
+        "--no-server",
+        action="store_true",
+        help="skip the paper run against a running `prefect server` on 127.0.0.1",
+    )
     args = parser.parse_args(argv)
     for size in args.sizes:
         if size != "paper" and not size.isdigit():
@@ -368,13 +437,15 @@ def main(argv: list[str] | None = None) -> int:
            "started": datetime.now().isoformat(timespec="seconds"), "sizes": []}  # fmt: skip
     results = json.loads(args.results.read_text()) if args.results.exists() else {"runs": []}
     results["machine"] = machine()
+    server = None if args.no_server or "paper" not in args.sizes else PrefectServer(top, env)
     try:
         for size in args.sizes:
             work = top / size
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
             print(f"size {size}: {work}", flush=True)
-            res = bench_size(size, work, env, not args.no_delta, args.timeout)
+            url = server.url() if server else None
+            res = bench_size(size, work, env, not args.no_delta, args.timeout, url)
             run["sizes"].append(res)
             if not args.workdir:
                 shutil.rmtree(work, ignore_errors=True)
@@ -382,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
             args.results.write_text(json.dumps(results, indent=1, default=str))
             args.results.with_suffix(".md").write_text(render(results))
     finally:
+        if server:
+            server.stop()
         if not args.workdir:
             shutil.rmtree(top, ignore_errors=True)
     print(render({"machine": results["machine"], "runs": [run]}))
