@@ -232,3 +232,47 @@ def test_a_night_without_new_rows_marks_delta_suites_not_applicable(tmp_path):
     assert delta and {r.status for r in delta} == {"not_applicable"}
     assert (tmp_path / "docs" / "index.html").exists()
     con.close()
+
+
+CATEGORICAL_SUITE = """
+target: marts.fct_tumor
+expectations:
+  - type: expect_column_values_to_be_in_set
+    kwargs: {column: histology, value_set: [hcc, colorectal]}
+    meta: {category: conformance, severity: fatal, threshold: 0.0}
+  - type: expect_column_values_to_not_be_null
+    kwargs: {column: histology}
+    meta: {category: completeness, severity: warn, threshold: 0.0}
+  - type: expect_column_values_to_be_between
+    kwargs: {column: segment, min_value: 1, max_value: 8}
+    meta: {category: plausibility, severity: fatal, threshold: 0.0}
+"""
+
+
+def test_frames_from_arrow_are_vectorisable_and_checks_still_fail(tmp_path):
+    import pyarrow as pa
+
+    table = pa.table(  # as DuckDB hands them over: int32, decimal, text
+        {
+            "histology": pa.array(["hcc", "melanoma", None, "hcc"]),
+            "segment": pa.array([1, 9, 2, None], pa.int32()),
+            "count": pa.array([1, 2, 3, 4], pa.int32()),
+            "size": pa.array([1.5, 2.0, 3.0, 4.0]).cast(pa.decimal128(4, 1)),
+        }
+    )
+    frame = expectations._numpy_frame(table)
+    assert [str(t) for t in frame.dtypes] == ["category", "float64", "int64", "float64"]
+    con = duckdb.connect(str(tmp_path / "q.duckdb"))
+    results = expectations.run_suites(
+        con,
+        "r1",
+        tmp_path / "docs",
+        _suites(tmp_path, CATEGORICAL_SUITE),
+        frames={"marts.fct_tumor": frame},
+    )
+    got = {r.check_name.split(":", 1)[1]: (r.status, r.failing_rows) for r in results}
+    assert got == {
+        "column_values_to_be_in_set": ("failed", 1),
+        "column_values_to_not_be_null": ("failed", 1),
+        "column_values_to_be_between": ("failed", 1),
+    }

@@ -282,3 +282,19 @@ def test_contracts_validate_in_chunks(loaded):
 def test_a_run_that_loaded_nothing_is_not_applicable(loaded):
     results = contracts.check_extracts(loaded, "run-2")
     assert {r.status for r in results} == {"not_applicable"}
+
+
+def test_first_failing_rows_are_in_file_order_whatever_the_chunks(loaded):
+    for line in (97, 12, 55):  # inserted out of order; the query returns rows in no order
+        loaded.execute(
+            f"""insert into raw.patients select 'MRN-SECRET-{line}', 'Slipped', 'X',
+               '1950-01-01', null, null, null, _extract_date, _source_file, {line}, _run_id,
+               _loaded_at from raw.patients limit 1"""
+        )
+    for chunk_rows in (1, 2, contracts.CHUNK_ROWS):
+        results = contracts.check_extracts(loaded, "run-1", chunk_rows=chunk_rows)
+        sex = next(r for r in results if r.check_name == "raw.patients.sex:code")
+        assert sex.failing_rows == 3
+        assert sex.details["first_failing_rows"] == [
+            f"2014-12-31/patients.csv:{line}" for line in (12, 55, 97)
+        ]

@@ -209,10 +209,24 @@ def delta_sql(spec: ExtractFile) -> str:
 
 
 def target_frame(con: duckdb.DuckDBPyConnection, target: str, run_id: str, columns: list[str]):
-    """A pandas frame of one target holding only the columns its suite names."""
+    """A pandas frame of one target holding only the columns its suite names.
+
+    A delta of a file that loaded nothing this run is an empty frame without running its
+    query (whose joins read whole tables).
+    """
     sql, needs_run = _frame_sql(target, columns)
+    if needs_run and not _loaded(con, target.partition(".")[2], run_id):
+        import pandas as pd
+
+        return pd.DataFrame(columns=columns)
     table = con.sql(sql, params={"run_id": run_id} if needs_run else None).to_arrow_table()
     return _numpy_frame(table)
+
+
+def _loaded(con: duckdb.DuckDBPyConnection, entity: str, run_id: str) -> int:
+    return con.execute(f"select count(*) from raw.{entity} where _run_id = ?", [run_id]).fetchall()[
+        0
+    ][0]
 
 
 def _frame_sql(target: str, columns: list[str]) -> tuple[str, bool]:
@@ -233,17 +247,20 @@ def _numpy_frame(table):
 
     GE compares values one by one in Python (Series.map) for any other dtype: int32 or the
     nullable Int/boolean extension types of DuckDB's .df(), seconds per 100,000 rows. Integer
-    columns with nulls become float64 with NaN, which GE counts as missing like NULL.
+    columns with nulls become float64 with NaN, which GE counts as missing like NULL. Text
+    columns become pandas categoricals: codes, not one Python string per row (GE's set and
+    null tests vectorise on them alike).
     """
     import pyarrow as pa
 
-    frame = table.to_pandas(date_as_object=False)
-    for col in table.schema:
-        if pa.types.is_integer(col.type) and frame[col.name].dtype.kind in "iu":
-            frame[col.name] = frame[col.name].astype("int64")
-        elif pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
-            frame[col.name] = frame[col.name].astype("float64")
-    return frame
+    for i, col in enumerate(table.schema):
+        numeric = pa.types.is_floating(col.type) or pa.types.is_decimal(col.type)
+        if pa.types.is_integer(col.type) and not table.column(i).null_count:
+            table = table.set_column(i, col.name, table.column(i).cast(pa.int64()))
+        elif numeric:
+            table = table.set_column(i, col.name, table.column(i).cast(pa.float64()))
+    # cast in Arrow, so pandas builds consolidated blocks once (GE copies the frame per check)
+    return table.to_pandas(date_as_object=False, strings_to_categorical=True)
 
 
 # ---------------------------------------------------------------- running GE

@@ -384,17 +384,16 @@ def _record(spec: ExtractFile, alias: str = "") -> str:
     return f"to_json({{{fields}}})"
 
 
-def _anchor(spec: ExtractFile, run: str, delta: bool) -> tuple[str, str | None]:
-    """(live parent relation keyed by the foreign key, parent date column) for this run's rows.
+def _anchor(spec: ExtractFile, refs: str | None) -> tuple[str, str | None]:
+    """(live parent relation keyed by the foreign key, parent date column) for rows of one file.
 
-    On a delta (raw.<entity> holds rows of earlier runs) only parents referenced by this run's
-    rows are versioned; on a first load every parent is, without the semi-join. Imaging's
-    parent is a live tumor of a live procedure, whose date bounds the read's.
+    With `refs` (a query of foreign key values: a delta night's or the cascade's few rows) only
+    those parents are versioned; without, every parent is (a first load), without the
+    semi-join. Imaging's parent is a live tumor of a live procedure, whose date bounds the read's.
     """
-    parent, key = spec.parent
-    refs = f"select {_ident(key)} from raw.{spec.entity} where _run_id = {run}" if delta else None
+    parent, _ = spec.parent
     if spec.entity == "imaging":
-        procs = f"select procedure_id from raw.tumors where tumor_id in ({refs})" if delta else None
+        procs = f"select procedure_id from raw.tumors where tumor_id in ({refs})" if refs else None
         return (
             f"(select t.tumor_id, pr.procedure_date from {_live('tumors', refs)} t "
             f"join {_live('procedures', procs)} pr using (procedure_id))",
@@ -403,21 +402,14 @@ def _anchor(spec: ExtractFile, run: str, delta: bool) -> tuple[str, str | None]:
     return _live(parent, refs), spec.date_order[0] if spec.date_order else None
 
 
-def _resolve(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> None:
-    """Quarantine this run's current rows of one file whose parent is missing or whose dates
-    contradict it, once the parents are final.
-
-    A quarantined row does not exist: the id's previous version becomes current, and is judged
-    in turn when this run loaded it too (until no row of the run is left to judge). A previous
-    version from an earlier run is the cascade's (`_cascade`).
-    """
-    run = _sql_str(run_id)
-    entity, (parent_entity, key) = spec.entity, spec.parent
-    idc = _ident(spec.id_column)
-    delta = con.execute(
-        f"select exists (select 1 from raw.{entity} where _run_id <> {run})"
-    ).fetchone()[0]
-    parent, parent_date = _anchor(spec, run, delta)
+def _reference_rules(
+    con: duckdb.DuckDBPyConnection, spec: ExtractFile, refs: str | None
+) -> list[Rule]:
+    """Fill the temp table `parent_rows` (live parents: key, parent_date) and return the rules
+    a row of `spec` breaks when its parent is missing or its date precedes the parent's
+    (columns parent_key and parent_date joined on the row's `r` alias)."""
+    parent_entity, key = spec.parent
+    parent, parent_date = _anchor(spec, refs)
     fk = next(c for c in spec.columns if c.name == key)
     rules = [_problem(fk, "parent_key is null", "orphan", f"no such {key} in {parent_entity}")]
     if parent_date:
@@ -436,6 +428,25 @@ def _resolve(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
         f"""create or replace temp table parent_rows as
         select {key}, {date_select} as parent_date from {parent} p"""
     )
+    return rules
+
+
+def _resolve(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> None:
+    """Quarantine this run's current rows of one file whose parent is missing or whose dates
+    contradict it, once the parents are final.
+
+    A quarantined row does not exist: the id's previous version becomes current, and is judged
+    in turn when this run loaded it too (until no row of the run is left to judge). A previous
+    version from an earlier run is the cascade's (`_cascade`).
+    """
+    run = _sql_str(run_id)
+    entity, (_, key) = spec.entity, spec.parent
+    idc = _ident(spec.id_column)
+    delta = con.execute(
+        f"select exists (select 1 from raw.{entity} where _run_id <> {run})"
+    ).fetchone()[0]
+    refs = f"select {_ident(key)} from raw.{entity} where _run_id = {run}" if delta else None
+    rules = _reference_rules(con, spec, refs)
     live = "coalesce(lower(r.record_status), '') <> 'deleted'"
     current = (
         f"not exists (select 1 from raw.{entity} o where o.{idc} = r.{idc} "
@@ -472,8 +483,9 @@ def _readmit(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
     A row quarantined only for its missing parent is what all-at-once loading would have kept
     once that parent arrived (or came back): it goes into raw.<entity> with its own extract,
     file and line and this run's run id and load time, unless a later version of its id is in
-    raw already; its quarantine row is marked released. A row the cascade removed is still in
-    raw under its tombstone: both give way to the re-admitted copy.
+    raw already (not counting the cascade's tombstones, nor a row the cascade removed that a
+    warehouse of an earlier release still holds under its tombstone: both give way to the
+    re-admitted copy); its quarantine row is marked released.
     """
     run = _sql_str(run_id)
     entity, parent = spec.entity, spec.parent[0]
@@ -489,22 +501,27 @@ def _readmit(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
     if not con.execute("select count(*) from readmit").fetchone()[0]:
         return 0
     live = _live(parent, "select raw_value from readmit")
+    # a row in raw that is also in quarantine as an orphan not released: removed by the cascade
+    cascaded = (
+        f"(starts_with(r._source_file, '{CASCADE_FILE}') or exists ("
+        "select 1 from quarantine.rejected_rows c where c.file = r._source_file "
+        f"and c.line = r._source_line and c.record_id = r.{idc} and c.reason_code = 'orphan' "
+        "and c.released_at is null))"
+    )
     con.execute(
         f"""create or replace temp table readmit as
         select * from readmit q
         where q.raw_value in (select {pk} from {live})
           and not exists (select 1 from raw.{entity} r
-                          where r.{idc} = q.record_id
-                            and not starts_with(r._source_file, '{CASCADE_FILE}')
+                          where r.{idc} = q.record_id and not {cascaded}
                             and {_later("r", "q._date", "q.line")})
         qualify row_number() over (partition by q.file, q.line
                                    order by q.quarantined_at desc) = 1"""
     )
-    # the cascade's tombstones of these ids, and the rows they covered, give way
+    # the cascade's later tombstones of these ids (and rows it removed) give way
     con.execute(
         f"""delete from raw.{entity} r using readmit q
-        where r.{idc} = q.record_id and starts_with(r._source_file, '{CASCADE_FILE}')
-          and {_later("r", "q._date", "q.line")}"""
+        where r.{idc} = q.record_id and {cascaded} and {_later("r", "q._date", "q.line")}"""
     )
     con.execute(
         f"""delete from raw.{entity} r using readmit q
@@ -536,13 +553,16 @@ def _readmit(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
 
 def _cascade(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> int:
     """Remove live rows whose parent this run deleted (or the cascade removed), as all-at-once
-    loading would have quarantined them as orphans.
+    loading would have quarantined them as orphans. Returns the rows removed.
 
-    Each gets a tombstone appended to raw.<entity> that orders after its current version
-    (record_status 'deleted', _source_file 'cascade:<file of the deletion>', this run's run id
-    and load time) and a quarantine row (reason 'orphan', at the removed row's file and line,
-    with its record) and an audit.orphan_log row naming the parent. Only parents with a
-    deletion row this run are looked at.
+    Each removed row leaves raw.<entity> for quarantine (reason 'orphan', at its own file and
+    line, with its record) and gets an audit.orphan_log row naming the parent. Then, as
+    `_resolve` does, the id's previous version is current and is judged against the live
+    parents; one that breaks a rule goes too (one round per version depth). An id left with a
+    version gets it back as current with this run's run id and load time (its own extract,
+    file and line keep it in order); an id left with none gets a tombstone (record_status
+    'deleted', _source_file 'cascade:<file of the deletion>', this run's run id and load time)
+    that orders after the removed row. Only parents with a deletion row this run are looked at.
     """
     run = _sql_str(run_id)
     entity, (parent, key) = spec.entity, spec.parent
@@ -563,20 +583,6 @@ def _cascade(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
         f"""create or replace temp table doomed as
         select c.*, d.* from {_live(entity, children)} c join dead d on c.{fk} = d._pid"""
     )
-    tomb = ", ".join(
-        f"c.{_ident(c)}" if c == spec.id_column else "'deleted'" if c == "record_status" else "null"
-        for c in spec.column_names
-    )
-    root = f"'{CASCADE_FILE}' || regexp_replace(c._pfile, '^{CASCADE_FILE}', '')"
-    (n,) = con.execute(
-        f"""insert into raw.{entity}
-        select {tomb}, greatest(c._extract_date, c._pdate), {root},
-               case when c._pdate > c._extract_date then c._pline else c._source_line + 1 end,
-               {run}, current_timestamp
-        from doomed c"""
-    ).fetchone()
-    if not n:
-        return 0
     parent_note = (
         f"case when starts_with(c._pfile, '{CASCADE_FILE}') "
         f"then ' removed by the cascade from ' || substr(c._pfile, {len(CASCADE_FILE) + 1}) "
@@ -598,6 +604,74 @@ def _cascade(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
                {_sql_str(parent)}, c._pid, c._pfile, c._pline, current_timestamp
         from doomed c"""
     )
+    # where an id left with no version gets its tombstone: after the removed row
+    root = f"'{CASCADE_FILE}' || regexp_replace(c._pfile, '^{CASCADE_FILE}', '')"
+    con.execute(
+        f"""create or replace temp table cascaded as
+        select {idc}, greatest(c._extract_date, c._pdate) as _tdate, {root} as _tfile,
+               case when c._pdate > c._extract_date then c._pline else c._source_line + 1 end
+                   as _tline
+        from doomed c"""
+    )
+    removed = _remove(con, entity, "doomed")
+    scope = "cascaded"
+    while True:
+        # the previous versions, now current: those that break a rule go as well
+        con.execute(
+            f"""create or replace temp table previous as
+            select * from {_live(entity, f"select {idc} from {scope}")}"""
+        )
+        rules = _reference_rules(con, spec, f"select {fk} from previous")
+        con.execute(
+            f"""create or replace temp table checked as
+            select r.*, {_problems(rules)} as problems
+            from (select r.*, p.{fk} as parent_key, p.parent_date
+                  from previous r left join parent_rows p on r.{fk} = p.{fk}) r
+            where {_any_problem(rules)}"""
+        )
+        if not con.execute("select count(*) from checked").fetchone()[0]:
+            break
+        con.execute(
+            f"insert into quarantine.rejected_rows ({QUARANTINE_COLUMNS}) "
+            + _quarantine_select("select * from checked", run_id, spec)
+        )
+        con.execute(
+            f"""insert into audit.orphan_log
+            select {run}, 'cascaded', {_sql_str(entity)}, c.{idc},
+                   strftime(c._extract_date, '%Y-%m-%d'), c._source_file, c._source_line,
+                   {_sql_str(parent)}, c.{fk}, null, null, current_timestamp
+            from checked c"""
+        )
+        removed += _remove(con, entity, "checked")
+        con.execute(f"create or replace temp table judged as select {idc} from checked")
+        scope = "judged"
+    # the version left current (live or a deletion) is this run's change of the id's state
+    con.execute(
+        f"""update raw.{entity} r set _run_id = {run}, _loaded_at = current_timestamp
+        from {_versions(entity, f"select {idc} from cascaded")} v
+        where r.{idc} = v.{idc} and r._extract_date = v._extract_date
+          and r._source_file = v._source_file and r._source_line = v._source_line"""
+    )
+    tomb = ", ".join(
+        f"c.{_ident(c)}" if c == spec.id_column else "'deleted'" if c == "record_status" else "null"
+        for c in spec.column_names
+    )
+    con.execute(
+        f"""insert into raw.{entity}
+        select {tomb}, c._tdate, c._tfile, c._tline, {run}, current_timestamp
+        from cascaded c where c.{idc} not in (select {idc} from raw.{entity})"""
+    )
+    return removed
+
+
+def _remove(con: duckdb.DuckDBPyConnection, entity: str, rows: str) -> int:
+    """Delete from raw.<entity> the rows of temp table `rows` (by id and lineage)."""
+    idc = _ident(BY_ENTITY[entity].id_column)
+    (n,) = con.execute(
+        f"""delete from raw.{entity} r using {rows} c
+        where r.{idc} = c.{idc} and r._extract_date = c._extract_date
+          and r._source_file = c._source_file and r._source_line = c._source_line"""
+    ).fetchone()
     return n
 
 

@@ -20,6 +20,7 @@ renamed as (
         _source_file,
         _source_line,
         _id_loaded_at as _loaded_at,
+        {{ build_time() }} as _built_at,
         _is_deleted
     from current_rows
 )
