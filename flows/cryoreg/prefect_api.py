@@ -28,6 +28,15 @@ from datetime import datetime
 
 STOP_WAIT_SECONDS = 5
 
+# The temporary API serves one run's flow and task states: no UI, and no block catalogue. Block
+# auto-registration imports every installed Prefect collection and fills the block tables (the
+# flow uses no blocks); it was the largest part of the server's start-up.
+SERVER_ENV = {
+    "PREFECT_UI_ENABLED": "false",
+    "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+    "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+}
+
 
 def _log(message: str) -> None:
     """One line in the run log's format (Prefect's logging is not imported yet)."""
@@ -43,7 +52,7 @@ class TemporaryApi:
         listener.bind(("127.0.0.1", 0))
         listener.listen(128)  # requests queue until the server is up: no port race, no retry
         self.url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
-        env = {**os.environ, "PREFECT_UI_ENABLED": "false"}
+        env = {**os.environ, **SERVER_ENV}
         self.process: subprocess.Popen | None = subprocess.Popen(
             [sys.executable, "-m", "cryoreg.prefect_api", str(listener.fileno()), str(os.getpid())],
             pass_fds=[listener.fileno()],
