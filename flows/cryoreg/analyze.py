@@ -7,6 +7,8 @@ imported inside the functions because they are slow to import and the CLI should
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import os
@@ -102,6 +104,29 @@ def survival_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
     }
 
 
+def reused_fit(fit):
+    """Reuse a fit on identical inputs within the process: the report draws the very curves
+    the analysis fitted (at 1M patients each fit reads millions of times). Kept small: a
+    `cryoreg serve` process runs many nights."""
+    fitted: dict[tuple, object] = {}
+
+    @functools.wraps(fit)
+    def cached(*arrays: np.ndarray, **options):
+        digest = hashlib.blake2b(digest_size=16)
+        for array in arrays:
+            digest.update(str((array.dtype, array.shape)).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        key = (digest.digest(), tuple(sorted(options.items())))
+        if key not in fitted:
+            if len(fitted) >= 16:
+                fitted.clear()
+            fitted[key] = fit(*arrays, **options)
+        return fitted[key]
+
+    return cached
+
+
+@reused_fit
 def fit_km(time: np.ndarray, event: np.ndarray, label: str = "KM"):
     """A lifelines KaplanMeierFitter (Greenwood variance, log(-log) CI), or None when empty."""
     if len(time) == 0:
@@ -383,6 +408,7 @@ def competing_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
     }
 
 
+@reused_fit
 def fit_competing(time: np.ndarray, code: np.ndarray) -> dict | None:
     """Aalen-Johansen cumulative incidence of LTP and of death without LTP, and the
     Kaplan-Meier that censors deaths (its 1 - S is the naive 'incidence'); None when empty."""
