@@ -156,18 +156,44 @@ FALLBACK = [
 # --- parents' dates corrected after their children were judged -------------------------------
 
 # P1 moves from 2010-01-01 to 2010-03-15: I1 (2010-03-01, live) now precedes it; all at once
-# quarantines I1 (T1 loses its technique-efficacy read), night by night keeps it (day -14).
-# P4 moves from 2010-04-01 to 2010-02-01: I12 (2010-03-20, quarantined as before its procedure)
-# is now day 47, T4's technique-efficacy study; all at once loads it, night by night never
-# looks at it again.
+# quarantines I1 (T1 loses its technique-efficacy read). P4 moves from 2010-04-01 to 2010-02-01:
+# I12 (2010-03-20, quarantined as before its procedure) is now day 47, T4's technique-efficacy
+# study; all at once loads it. Night by night, the run that loads the corrections re-judges the
+# parents' live children of earlier nights and re-admits the date rejections that pass now.
 DATES_CORRECTED = [
     BASE,
     night(DATES[1], procedures="P1,M1,2010-03-15,CT,\nP4,M4,2010-02-01,CT,"),
 ]
-DATES_BUG = (
-    "ingest._resolve judges only the run's own rows: a parent's corrected date neither "
-    "quarantines its older live children nor re-admits children rejected as impossible_date"
-)
+# the corrections undone the next night and made again the night after
+DATES_BACK_AND_FORTH = [
+    *DATES_CORRECTED,
+    night(DATES[2], procedures="P1,M1,2010-01-01,CT,\nP4,M4,2010-04-01,CT,"),
+    night(DATES[3], procedures="P1,M1,2010-03-15,CT,\nP4,M4,2010-02-01,CT,"),
+]
+# M3 born after P3 (2010-03-01): P3 is a procedure before birth, its tumor T3 and T3's read I4
+# orphans; the birth date corrected back brings the three back; then wrong again
+BIRTH_BACK_AND_FORTH = [
+    BASE,
+    night(DATES[1], patients="M3,F,2010-06-01,2012-06-01,,"),
+    night(DATES[2], patients="M3,F,1970-01-01,2012-06-01,,"),
+    night(DATES[3], patients="M3,F,2010-06-01,2012-06-01,,"),
+]
+# T1 moves from P1 (2010-01-01) to P5 (2011-01-01): I1 (2010-03-01) now precedes its procedure;
+# then back to P1
+TUMOR_MOVED = [
+    BASE,
+    night(DATES[1], tumors="T1,P5,primary,hcc,20,complete,"),
+    night(DATES[2], tumors="T1,P1,primary,hcc,20,complete,"),
+]
+# I30's second version precedes P1 (quarantined, the first stays current); P1 moved earlier
+# makes the second pass (current); P1 moved back makes the first current again
+VERSIONS_AND_DATES = [
+    BASE,
+    night(DATES[1], imaging="I30,T1,2010-03-01,CT,no_tumor,"),
+    night(DATES[2], imaging="I30,T1,2009-12-20,MRI,residual_tumor,"),
+    night(DATES[3], procedures="P1,M1,2009-12-01,CT,"),
+    night(DATES[4], procedures="P1,M1,2010-01-01,CT,"),
+]
 
 
 # --- ingest layer ------------------------------------------------------------------------------
@@ -192,6 +218,7 @@ def live_rows(con: duckdb.DuckDBPyConnection) -> dict[str, set[tuple]]:
 def ingested(tmp_path: Path, nights: list[Night], runs: list[list[int]]):
     """Ingest `runs` (folder indexes appearing before each run) into one DuckDB file."""
     root = tmp_path / f"extracts-{len(runs)}"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(tmp_path / f"w-{len(runs)}.duckdb"))
     for i, run in enumerate(runs):
         for k in run:
@@ -301,21 +328,137 @@ def test_an_orphan_comes_back_although_its_later_version_was_cascaded(tmp_path):
     assert diff == {}, diff
 
 
-@pytest.mark.xfail(strict=True, reason=DATES_BUG)
+def held_back(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """The rows in quarantine now (released ones are back in raw), with their reason code."""
+    return sorted(
+        con.execute(
+            "select extract, file, line, record_id, reason_code from quarantine.rejected_rows "
+            "where released_at is null"
+        ).fetchall()
+    )
+
+
+def assert_every_night_as_at_once(
+    tmp_path: Path, nights: list[Night], runs: list[list[int]], quarantine: bool = True
+):
+    """After each run, the live registry and (with `quarantine`) what quarantine holds back,
+    with the reason code, are those of loading the folders seen so far at once."""
+    for n in range(1, len(runs) + 1):
+        seen = sorted(k for run in runs[:n] for k in run)
+        sub = tmp_path / f"after-{n}"
+        by_night = ingested(sub / "nightly", nights, runs[:n])
+        once = ingested(sub / "once", [nights[k] for k in seen], [list(range(len(seen)))])
+        assert live_rows(by_night) == live_rows(once), f"live rows after run {n}"
+        if quarantine:
+            assert held_back(by_night) == held_back(once), f"quarantine after run {n}"
+
+
 def test_a_procedure_date_correction_rejudges_its_reads(tmp_path):
     diff = live_differences(tmp_path, DATES_CORRECTED)
     assert diff == {}, diff
+    root, con = tmp_path / "ex", duckdb.connect(str(tmp_path / "w.duckdb"))
+    results = []
+    for i, n in enumerate(DATES_CORRECTED):
+        write_extract(root, *n)
+        results.append(ingest(con, root, f"run-{i}", 1.0))
+    assert results[1].orphans == {"cascaded": 1, "readmitted": 1}
+    # I1 leaves with the first pass's reason and message; I12's rejection is released
+    moved = con.execute(
+        "select run_id, file, line, reason_code, reason, released_run_id "
+        "from quarantine.rejected_rows where record_id in ('I1', 'I12') order by all"
+    ).fetchall()
+    assert moved == [
+        ("run-0", f"{DATES[0]}/imaging.csv", 10, "impossible_date",
+         "imaging_date: imaging before its procedure '2010-03-20'", "run-1"),
+        ("run-1", f"{DATES[0]}/imaging.csv", 2, "impossible_date",
+         "imaging_date: imaging before its procedure '2010-03-01'", None),
+    ]  # fmt: skip
+    log = con.execute(
+        "select action, entity, record_id, parent_entity, parent_id, parent_file "
+        "from audit.orphan_log order by all"
+    ).fetchall()
+    assert log == [
+        ("cascaded", "imaging", "I1", "tumors", "T1", f"{DATES[0]}/tumors.csv"),
+        ("readmitted", "imaging", "I12", "tumors", "T4", f"{DATES[0]}/tumors.csv"),
+    ]
+    # I12 is back with its own lineage and this run's id (the incremental models see it)
+    assert con.execute(
+        "select _source_file, _source_line, _run_id from raw.imaging where imaging_id = 'I12'"
+    ).fetchall() == [(f"{DATES[0]}/imaging.csv", 10, "run-1")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest._resolve does not re-judge live procedures when their patient's birth_date "
-    "is corrected to after them (all at once quarantines them and their tumors and reads)",
-)
+@pytest.mark.parametrize("runs", [[[0], [1], [2], [3]], [[0], [1, 2], [3]], [[0], [1], [2, 3]]])
+def test_date_corrections_back_and_forth(tmp_path, runs):
+    assert_every_night_as_at_once(tmp_path, DATES_BACK_AND_FORTH, runs)
+
+
 def test_a_birth_date_correction_rejudges_the_procedures(tmp_path):
-    nights = [BASE, night(DATES[1], patients="M3,F,2010-06-01,2012-06-01,,")]
-    diff = live_differences(tmp_path, nights)
+    diff = live_differences(tmp_path, BIRTH_BACK_AND_FORTH[:2])
     assert diff == {}, diff
+
+
+@pytest.mark.parametrize("runs", [[[0], [1], [2], [3]], [[0], [1, 2], [3]]])
+def test_birth_date_corrections_back_and_forth(tmp_path, runs):
+    """P3 leaves as a procedure before birth and T3 and I4 as orphans (tombstones), then all
+    three come back, then leave again."""
+    assert_every_night_as_at_once(tmp_path, BIRTH_BACK_AND_FORTH, runs)
+    con = ingested(tmp_path / "nightly", BIRTH_BACK_AND_FORTH, runs)
+    tombs = con.execute(
+        """select procedure_id, _source_file from raw.procedures where record_status = 'deleted'
+        union all select tumor_id, _source_file from raw.tumors where record_status = 'deleted'
+        union all select imaging_id, _source_file from raw.imaging
+        where record_status = 'deleted' order by 1"""
+    ).fetchall()
+    assert [t[0] for t in tombs] == ["I4", "P3", "T3"]
+    assert all(t[1].startswith("cascade:") for t in tombs)
+
+
+def test_a_tumor_moved_to_a_later_procedure_rejudges_its_reads(tmp_path):
+    assert_every_night_as_at_once(tmp_path, TUMOR_MOVED, [[0], [1], [2]])
+
+
+def test_a_date_correction_falls_back_to_and_brings_back_versions(tmp_path):
+    runs = [[i] for i in range(len(VERSIONS_AND_DATES))]
+    assert_every_night_as_at_once(tmp_path, VERSIONS_AND_DATES, runs)
+    con = ingested(tmp_path / "again", VERSIONS_AND_DATES, runs)
+    assert con.execute(
+        "select imaging_date, _run_id from raw.imaging where imaging_id = 'I30'"
+    ).fetchall() == [("2010-03-01", "run-4")]
+
+
+def test_a_date_rejection_comes_back_past_a_cascade_tombstone(tmp_path):
+    """I12 (quarantined, before P4) moves to T2 the next night; T2 is deleted (the move is an
+    orphan, I12 gets a tombstone); P4's date is corrected: I12's first version comes back.
+
+    Quarantine differs: all at once never judges I12's first version while a later one is
+    current, night by night it was judged (and rejected) the night it came."""
+    nights = [
+        BASE,
+        night(DATES[1], imaging="I12,T2,2010-03-20,CT,no_tumor,"),
+        night(DATES[2], tumors=deleted("T2", entity="tumors")),
+        night(DATES[3], procedures="P4,M4,2010-02-01,CT,"),
+    ]
+    assert_every_night_as_at_once(tmp_path, nights, [[0], [1], [2], [3]], quarantine=False)
+    assert_every_night_as_at_once(tmp_path / "two", nights, [[0], [1], [2, 3]], quarantine=False)
+
+
+def test_a_parent_change_that_keeps_the_dates_leaves_the_children_alone(tmp_path):
+    """P1's guidance and M1's last contact corrected: their children are judged again and
+    stay, untouched (no new run id for the incremental models, no quarantine or audit row)."""
+    nights = [
+        BASE,
+        night(
+            DATES[1], procedures="P1,M1,2010-01-01,MRI,", patients="M1,F,1950-01-01,,2013-01-01,"
+        ),
+    ]
+    con = ingested(tmp_path, nights, [[0], [1]])
+    assert live_differences(tmp_path / "diff", nights) == {}
+    assert con.execute(
+        "select count(*) from raw.imaging where _run_id = 'run-1' union all "
+        "select count(*) from raw.procedures where _run_id = 'run-1' and procedure_id <> 'P1' "
+        "union all select count(*) from quarantine.rejected_rows where run_id = 'run-1' "
+        "union all select count(*) from audit.orphan_log"
+    ).fetchall() == [(0,), (0,), (0,), (0,)]
 
 
 # --- end to end: `cryoreg run` night by night vs all at once ---------------------------------
@@ -423,3 +566,26 @@ def test_mixed_sequence_reaches_the_marts_of_all_at_once(first_night, tmp_path):
         assert con.execute(
             "select ltp_event from marts.fct_tumor where tumor_key = 'T1'"
         ).fetchall() == [(True,)]
+
+
+def test_date_corrections_reach_the_marts_of_all_at_once(first_night, tmp_path):
+    """Procedure and birth dates corrected, the birth date corrected back the next night: the
+    incremental models see the re-judged reads (I1 out, I12 in) and P3, T3 and I4 removed then
+    brought back, as all at once does."""
+    nights = [
+        BASE,
+        night(
+            DATES[1],
+            procedures="P1,M1,2010-03-15,CT,\nP4,M4,2010-02-01,CT,",
+            patients="M3,F,2010-06-01,2012-06-01,,",
+        ),
+        night(DATES[2], patients="M3,F,1970-01-01,2012-06-01,,"),
+    ]
+    site, once = nightly_and_once(first_night, tmp_path, nights, [[0], [1], [2]])
+    assert_same_outcome(site, once)
+    with duckdb.connect(str(warehouse(site)), read_only=True) as con:
+        builds = con.execute("select full_refresh from audit.dbt_builds").fetchall()
+        assert builds == [(None,)] * 3
+        te = dict(con.execute("select tumor_key, te_evaluable from marts.fct_tumor").fetchall())
+        # T1 lost its technique-efficacy read I1; T4 got I12 (day 47 of P4's corrected date)
+        assert te["T1"] is False and te["T4"] is True and "T3" in te

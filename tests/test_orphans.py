@@ -277,5 +277,8 @@ def test_rerun_after_cascade_and_readmission_is_a_no_op(tmp_path):
 
 def test_summary_line():
     line = summary.orphan_line({"cascaded": 3, "readmitted": 2})
-    assert line == "cascade: 3 rows removed (parent deleted); re-admitted: 2 rows (parent arrived)"
+    assert line == (
+        "cascade: 3 rows removed (parent deleted or its date corrected); "
+        "re-admitted: 2 rows (parent arrived or its date corrected)"
+    )
     assert summary.orphan_line({"cascaded": 0, "readmitted": 0}) == ""

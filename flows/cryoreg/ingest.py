@@ -53,7 +53,8 @@ class IngestResult:
     skipped: list[str]
     files: list[FileAccount]
     warnings: list[str]
-    # rows of earlier nights this run removed (parent deleted) and re-admitted (parent arrived)
+    # rows of earlier nights this run removed (parent deleted, or its date corrected past them)
+    # and re-admitted (parent arrived, or its date corrected to allow them)
     orphans: dict[str, int] = field(default_factory=lambda: {"cascaded": 0, "readmitted": 0})
 
 
@@ -437,7 +438,8 @@ def _resolve(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
 
     A quarantined row does not exist: the id's previous version becomes current, and is judged
     in turn when this run loaded it too (until no row of the run is left to judge). A previous
-    version from an earlier run is the cascade's (`_cascade`).
+    version from an earlier run is the cascade's (`_cascade`) or, when its parent's date may
+    have changed, the re-judging's (`_rejudge`).
     """
     run = _sql_str(run_id)
     entity, (_, key) = spec.entity, spec.parent
@@ -477,30 +479,54 @@ def _resolve(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
         scope = f"and r.{idc} in (select {idc} from judged_ids)"
 
 
-def _readmit(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> int:
-    """Load rows quarantined as orphans by earlier runs whose parent is live now.
+def _readmit(
+    con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str, code: str = "orphan"
+) -> int:
+    """Load rows quarantined by earlier runs for their parent (`code` 'orphan': the parent was
+    missing) or against its date ('impossible_date') that pass now.
 
     A row quarantined only for its missing parent is what all-at-once loading would have kept
-    once that parent arrived (or came back): it goes into raw.<entity> with its own extract,
-    file and line and this run's run id and load time, unless a later version of its id is in
-    raw already (not counting the cascade's tombstones, nor a row the cascade removed that a
-    warehouse of an earlier release still holds under its tombstone: both give way to the
-    re-admitted copy); its quarantine row is marked released.
+    once that parent arrived (or came back); one quarantined because its date preceded its
+    parent's (procedure before birth, read before its procedure) once the parent's date was
+    corrected. Orphans come back when their parent has a row of this run and is live, to be
+    judged by `_resolve` with the run's rows; date rows only when their anchor changed this run
+    (`changed`) and they pass the reference rules against it now (no churn of rows that still
+    fail). A row goes into raw.<entity> with its own extract, file and line and this run's run
+    id and load time, unless a later version of its id is in raw already (not counting the
+    cascade's tombstones, nor a row the cascade removed that a warehouse of an earlier release
+    still holds under its tombstone: both give way to the re-admitted copy); its quarantine
+    row is marked released.
     """
-    run = _sql_str(run_id)
-    entity, parent = spec.entity, spec.parent[0]
+    run, code_sql = _sql_str(run_id), _sql_str(code)
+    entity, (parent, key) = spec.entity, spec.parent
     idc, pk = _ident(spec.id_column), _ident(BY_ENTITY[parent].id_column)
+    if code == "orphan":  # an orphan's quarantined value is its foreign key
+        fk, changed = "q.raw_value", f"select {pk} from raw.{parent} where _run_id = {run}"
+    else:
+        fk, changed = f"json_extract_string(q.raw_record, {_sql_str('$.' + key)})", CHANGED
     con.execute(
         f"""create or replace temp table readmit as
-        select q.rowid as _qrow, q.*, cast(q.extract as date) as _date
+        select q.rowid as _qrow, q.*, cast(q.extract as date) as _date, {fk} as _fk
         from quarantine.rejected_rows q
-        where q.reason_code = 'orphan' and q.released_at is null and q.run_id <> {run}
-          and q.file = q.extract || '/{spec.file_name}'
-          and q.raw_value in (select {pk} from raw.{parent} where _run_id = {run})"""
+        where q.reason_code = {code_sql} and q.released_at is null and q.run_id <> {run}
+          and q.file = q.extract || '/{spec.file_name}' and {fk} in ({changed})"""
     )
     if not con.execute("select count(*) from readmit").fetchone()[0]:
         return 0
-    live = _live(parent, "select raw_value from readmit")
+    if code == "orphan":
+        passing = f"q._fk in (select {pk} from {_live(parent, 'select _fk from readmit')})"
+    else:  # the row's own date against its live anchor's, as the first pass judged it
+        rules = _reference_rules(con, spec, "select _fk from readmit")
+        own = spec.date_order[1]
+        con.execute(
+            f"""create or replace temp table readmit as
+            select * exclude (parent_key, parent_date, {own}) from (
+                select q.*, p.{key} as parent_key, p.parent_date,
+                       json_extract_string(q.raw_record, {_sql_str("$." + own)}) as {own}
+                from readmit q left join parent_rows p on q._fk = p.{key}) r
+            where not ({_any_problem(rules)})"""
+        )
+        passing = "true"
     # a row in raw that is also in quarantine as an orphan not released: removed by the cascade
     cascaded = (
         f"(starts_with(r._source_file, '{CASCADE_FILE}') or exists ("
@@ -511,7 +537,7 @@ def _readmit(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
     con.execute(
         f"""create or replace temp table readmit as
         select * from readmit q
-        where q.raw_value in (select {pk} from {live})
+        where {passing}
           and not exists (select 1 from raw.{entity} r
                           where r.{idc} = q.record_id and not {cascaded}
                             and {_later("r", "q._date", "q.line")})
@@ -538,15 +564,15 @@ def _readmit(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
         f"""update quarantine.rejected_rows q
         set released_at = current_timestamp, released_run_id = {run}
         from readmit r
-        where q.file = r.file and q.line = r.line and q.reason_code = 'orphan'
+        where q.file = r.file and q.line = r.line and q.reason_code = {code_sql}
           and q.released_at is null and q.run_id <> {run}"""
     )
     con.execute(
         f"""insert into audit.orphan_log
         select {run}, 'readmitted', {_sql_str(entity)}, q.record_id, q.extract, q.file, q.line,
                {_sql_str(parent)}, p.{pk}, p._source_file, p._source_line, current_timestamp
-        from readmit q join {_versions(parent, "select raw_value from readmit")} p
-          on q.raw_value = p.{pk}"""
+        from readmit q join {_versions(parent, "select _fk from readmit")} p
+          on q._fk = p.{pk}"""
     )
     return n
 
@@ -556,13 +582,9 @@ def _cascade(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
     loading would have quarantined them as orphans. Returns the rows removed.
 
     Each removed row leaves raw.<entity> for quarantine (reason 'orphan', at its own file and
-    line, with its record) and gets an audit.orphan_log row naming the parent. Then, as
-    `_resolve` does, the id's previous version is current and is judged against the live
-    parents; one that breaks a rule goes too (one round per version depth). An id left with a
-    version gets it back as current with this run's run id and load time (its own extract,
-    file and line keep it in order); an id left with none gets a tombstone (record_status
-    'deleted', _source_file 'cascade:<file of the deletion>', this run's run id and load time)
-    that orders after the removed row. Only parents with a deletion row this run are looked at.
+    line, with its record) and gets an audit.orphan_log row naming the parent; then the id
+    falls back to its previous version (`_fall_back`). Only parents with a deletion row this
+    run are looked at.
     """
     run = _sql_str(run_id)
     entity, (parent, key) = spec.entity, spec.parent
@@ -604,17 +626,40 @@ def _cascade(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
                {_sql_str(parent)}, c._pid, c._pfile, c._pline, current_timestamp
         from doomed c"""
     )
-    # where an id left with no version gets its tombstone: after the removed row
+    _tombstone_places(con, spec, "doomed")
+    return _remove(con, entity, "doomed") + _fall_back(con, spec, run_id)
+
+
+def _tombstone_places(con: duckdb.DuckDBPyConnection, spec: ExtractFile, rows: str) -> None:
+    """Fill the temp table `cascaded`: per row of temp table `rows` (columns _pdate, _pfile,
+    _pline: the parent version that removes it), where its id's tombstone goes if no version
+    is left: after the removed row, rooted at 'cascade:<file of the parent's change>'."""
+    idc = _ident(spec.id_column)
     root = f"'{CASCADE_FILE}' || regexp_replace(c._pfile, '^{CASCADE_FILE}', '')"
     con.execute(
         f"""create or replace temp table cascaded as
         select {idc}, greatest(c._extract_date, c._pdate) as _tdate, {root} as _tfile,
                case when c._pdate > c._extract_date then c._pline else c._source_line + 1 end
                    as _tline
-        from doomed c"""
+        from {rows} c"""
     )
-    removed = _remove(con, entity, "doomed")
-    scope = "cascaded"
+
+
+def _fall_back(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> int:
+    """After the cascade or the re-judging removed the current rows of the ids in temp table
+    `cascaded` (`_tombstone_places`), make each id what all-at-once loading gives. Returns the
+    further rows removed.
+
+    As `_resolve` does, the id's previous version is current and is judged against the live
+    parents; one that breaks a rule goes too (one round per version depth). An id left with a
+    version gets it back as current with this run's run id and load time (its own extract,
+    file and line keep it in order); an id left with none gets a tombstone (record_status
+    'deleted', the place `cascaded` gives, this run's run id and load time).
+    """
+    run = _sql_str(run_id)
+    entity, (parent, key) = spec.entity, spec.parent
+    idc, fk = _ident(spec.id_column), _ident(key)
+    removed, scope = 0, "cascaded"
     while True:
         # the previous versions, now current: those that break a rule go as well
         con.execute(
@@ -664,6 +709,90 @@ def _cascade(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
     return removed
 
 
+# temp table of the foreign-key values whose date anchor changed this run (`_changed`)
+CHANGED = "select _key from changed"
+
+
+def _changed(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> bool:
+    """Fill the temp table `changed` with the foreign-key values of `spec` whose date anchor
+    has a row of this run (a new version, a deletion, a tombstone, a re-admitted or restored
+    row): the patient of a procedure; the tumor of a read, or the tumor's procedure.
+
+    False (and nothing computed) when no row can need it: no live row of an earlier run to
+    re-judge and no earlier date rejection to re-admit, as on a first load.
+    """
+    run = _sql_str(run_id)
+    parent, key = spec.parent
+    pk = _ident(BY_ENTITY[parent].id_column)
+    (needed,) = con.execute(
+        f"""select exists (select 1 from raw.{spec.entity} where _run_id <> {run})
+            or exists (select 1 from quarantine.rejected_rows
+                       where reason_code = 'impossible_date' and released_at is null
+                         and run_id <> {run} and file = extract || '/{spec.file_name}')"""
+    ).fetchone()
+    if not needed:
+        return False
+    keys = f"select {pk} from raw.{parent} where _run_id = {run}"
+    if spec.entity == "imaging":
+        keys += (
+            " union select tumor_id from raw.tumors where procedure_id in "
+            f"(select procedure_id from raw.procedures where _run_id = {run})"
+        )
+    con.execute(f"create or replace temp table changed as select {pk} as _key from ({keys})")
+    return bool(con.execute("select count(*) from changed").fetchone()[0])
+
+
+def _rejudge(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> int:
+    """Judge again the current live rows of earlier runs whose date anchor changed this run
+    (temp table `changed`), as all-at-once loading judges them against the final parent:
+    a procedure now before its patient's corrected birth date, a read now before its
+    procedure's corrected date (or that of the procedure its tumor moved to). Returns the rows
+    removed.
+
+    A row that breaks a rule leaves raw.<entity> for quarantine with the first pass's reason
+    and message (and an audit.orphan_log row 'cascaded' naming the parent), and its id falls
+    back to its previous version (`_fall_back`); the cascade then takes a removed parent's
+    children. Rows of this run were judged against the final parents already.
+    """
+    run = _sql_str(run_id)
+    entity, (parent, key) = spec.entity, spec.parent
+    idc, pk, fk = _ident(spec.id_column), _ident(BY_ENTITY[parent].id_column), _ident(key)
+    rules = _reference_rules(con, spec, CHANGED)
+    children = f"select {idc} from raw.{entity} where {fk} in ({CHANGED}) and _run_id <> {run}"
+    con.execute(
+        f"""create or replace temp table checked as
+        select r.*, {_problems(rules)} as problems
+        from (select r.*, p.{fk} as parent_key, p.parent_date
+              from {_live(entity, children)} r left join parent_rows p on r.{fk} = p.{fk}
+              where r._run_id <> {run} and r.{fk} in ({CHANGED})) r
+        where {_any_problem(rules)}"""
+    )
+    if not con.execute("select count(*) from checked").fetchone()[0]:
+        return 0
+    con.execute(
+        f"insert into quarantine.rejected_rows ({QUARANTINE_COLUMNS}) "
+        + _quarantine_select("select * from checked", run_id, spec)
+    )
+    # the parent's current version: named in the log, and where a tombstone goes
+    con.execute(
+        f"""create or replace temp table doomed as
+        select c.*, coalesce(p._extract_date, c._extract_date) as _pdate,
+               coalesce(p._source_file, c._source_file) as _pfile,
+               coalesce(p._source_line, c._source_line) as _pline
+        from checked c left join {_versions(parent, f"select {fk} from checked")} p
+          on c.{fk} = p.{pk}"""
+    )
+    con.execute(
+        f"""insert into audit.orphan_log
+        select {run}, 'cascaded', {_sql_str(entity)}, c.{idc},
+               strftime(c._extract_date, '%Y-%m-%d'), c._source_file, c._source_line,
+               {_sql_str(parent)}, c.{fk}, c._pfile, c._pline, current_timestamp
+        from doomed c"""
+    )
+    _tombstone_places(con, spec, "doomed")
+    return _remove(con, entity, "doomed") + _fall_back(con, spec, run_id)
+
+
 def _remove(con: duckdb.DuckDBPyConnection, entity: str, rows: str) -> int:
     """Delete from raw.<entity> the rows of temp table `rows` (by id and lineage)."""
     idc = _ident(BY_ENTITY[entity].id_column)
@@ -679,7 +808,9 @@ def _resolve_references(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str
     """After all of the run's extracts are applied, make the live registry what loading every
     folder at once would give: parents before children, re-admit orphans whose parent is live
     now, quarantine this run's orphans and date contradictions, cascade deletions to the live
-    rows of earlier runs. Returns the rows cascaded and re-admitted."""
+    rows of earlier runs, re-judge the earlier rows whose parent's date may have changed and
+    re-admit the date rejections that pass now. Returns the rows cascaded (removed from the
+    live registry) and re-admitted."""
     counts = {"cascaded": 0, "readmitted": 0}
     for spec in FILES:
         if spec.parent is None:
@@ -687,6 +818,9 @@ def _resolve_references(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str
         counts["readmitted"] += _readmit(con, spec, run_id)
         _resolve(con, spec, run_id)
         counts["cascaded"] += _cascade(con, spec, run_id)
+        if spec.date_order and _changed(con, spec, run_id):
+            counts["cascaded"] += _rejudge(con, spec, run_id)
+            counts["readmitted"] += _readmit(con, spec, run_id, "impossible_date")
     return counts
 
 

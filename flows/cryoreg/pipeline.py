@@ -105,7 +105,8 @@ def ingest_stage(work: Path, extracts: Path, run_id: str) -> ingest.IngestResult
         logger.warning(warning)
     if any(result.orphans.values()):
         logger.info(
-            "across nights: %d rows removed (parent deleted), %d re-admitted (parent arrived)",
+            "across nights: %d rows removed, %d re-admitted (a parent deleted, arrived, or its "
+            "date corrected)",
             result.orphans["cascaded"],
             result.orphans["readmitted"],
         )

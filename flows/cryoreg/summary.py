@@ -93,6 +93,6 @@ def orphan_line(counts: dict | None) -> str:
     if not counts or not (counts.get("cascaded") or counts.get("readmitted")):
         return ""
     return (
-        f"cascade: {counts['cascaded']} rows removed (parent deleted); "
-        f"re-admitted: {counts['readmitted']} rows (parent arrived)"
+        f"cascade: {counts['cascaded']} rows removed (parent deleted or its date corrected); "
+        f"re-admitted: {counts['readmitted']} rows (parent arrived or its date corrected)"
     )
