@@ -7,6 +7,7 @@ import pytest
 
 from cryoreg import contracts, quality
 from cryoreg.quality import CheckResult, DataQualityError
+from cryoreg.registry import FILES
 
 from conftest import ingested_warehouse
 
@@ -298,3 +299,43 @@ def test_first_failing_rows_are_in_file_order_whatever_the_chunks(loaded):
         assert sex.details["first_failing_rows"] == [
             f"2014-12-31/patients.csv:{line}" for line in (12, 55, 97)
         ]
+
+
+def test_many_results_are_recorded_in_batches(tmp_path):
+    con = duckdb.connect(str(tmp_path / "q.duckdb"))
+    count = quality.INSERT_BATCH * 2 + 7
+    quality.record(con, "r1", [_result(f"x.{i}", failing=i % 2) for i in range(count)], {})
+    rows = con.execute(
+        "select count(*), count(*) filter (where status = 'failed') from audit.check_results"
+    ).fetchall()
+    assert rows == [(count, count // 2)]
+    con.close()
+
+
+def test_contracts_count_copies_of_an_id_in_its_file(loaded):
+    loaded.execute(
+        """insert into raw.tumors select * replace (_source_line + 50 as _source_line)
+           from raw.tumors where tumor_id = 'T1'"""
+    )
+    results = {r.check_name: r for r in contracts.check_extracts(loaded, "run-1")}
+    copies = results["raw.tumors:unique_id_in_file"]
+    assert (copies.status, copies.failing_rows) == ("failed", 2)
+    assert copies.details["first_failing_rows"] == [
+        "2014-12-31/tumors.csv:2",
+        "2014-12-31/tumors.csv:52",
+    ]
+    assert results["raw.tumors.procedure_id:parent_exists"].status == "passed"
+
+
+def test_delta_lookups_scoped_to_the_night_agree_with_whole_tables(loaded):
+    for spec in FILES:
+        rows = [
+            sorted(
+                loaded.sql(
+                    contracts.delta_sql(spec, scoped), params={"run_id": "run-1"}
+                ).fetchall(),
+                key=str,
+            )
+            for scoped in (False, True)
+        ]
+        assert rows[0] == rows[1] and rows[0], spec.entity

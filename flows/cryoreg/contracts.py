@@ -45,8 +45,27 @@ def _deleted() -> pl.Expr:
     return pl.col("record_status").str.to_lowercase().eq("deleted").fill_null(False)
 
 
-def _as_date(name: str) -> pl.Expr:
+def _parse_date(name: str) -> pl.Expr:
     return pl.col(name).str.to_date("%Y-%m-%d", strict=False)
+
+
+def _parsed(name: str) -> str:
+    """The column holding a text date parsed (null when it does not parse): see with_dates."""
+    return f"_date {name}"
+
+
+def _as_date(name: str) -> pl.Expr:
+    return pl.col(_parsed(name))
+
+
+def with_dates(frame: pl.DataFrame, spec: ExtractFile) -> pl.DataFrame:
+    """The frame with each text date column (and the parent's date) parsed once.
+
+    Two or three checks read each date (format, not after the extract, not before birth or
+    the parent); parsing is most of their cost on millions of rows.
+    """
+    dates = [c.name for c in spec.columns if c.kind == "date"] + ["_parent_date"]
+    return frame.with_columns(_parse_date(c).alias(_parsed(c)) for c in dates if c in frame.columns)
 
 
 def _rule(name: str, build) -> pa.Check:
@@ -144,31 +163,6 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _current_live(entity: str) -> str:
-    """Current version of every id, deleted ids dropped (as staging and ingest see it)."""
-    spec = BY_ENTITY[entity]
-    return f"""(select * from raw.{entity}
-        qualify row_number() over (partition by {_q(spec.id_column)}
-                                   order by _extract_date desc, _source_line desc) = 1
-                and coalesce(lower(record_status), '') <> 'deleted')"""
-
-
-def _parent_relation(spec: ExtractFile) -> tuple[str, str] | None:
-    """(relation with key and parent date, date expression) of a file's parent."""
-    if spec.parent is None:
-        return None
-    parent, key = spec.parent
-    if spec.entity == "imaging":
-        rel = (
-            f"(select t.tumor_id, pr.procedure_date as _pdate from {_current_live('tumors')} t "
-            f"join {_current_live('procedures')} pr using (procedure_id))"
-        )
-        return rel, "_pdate"
-    date_col = spec.date_order[0] if spec.date_order else None
-    cols = f"{_q(key)}, {_q(date_col)} as _pdate" if date_col else f"{_q(key)}, null as _pdate"
-    return f"(select {cols} from {_current_live(parent)})", "_pdate"
-
-
 def _version(prefix: str = "") -> str:
     """An id's version (extract date, then line) as one bigint: aggregates fast, orders alike."""
     return (
@@ -177,44 +171,109 @@ def _version(prefix: str = "") -> str:
     )
 
 
-def delta_sql(spec: ExtractFile) -> str:
+def current_rows(entity: str, columns: tuple[str, ...], keys: str | None = None) -> str:
+    """The current version of each id (deleted ids dropped, as staging and ingest see them)
+    with `columns` of that version; only ids in `keys` (a subquery) when given.
+
+    A hash aggregate (arg_max on the version), not a window over every row: a window sorts the
+    whole table, which on a delta night costs more than the night's checks.
+    """
+    spec = BY_ENTITY[entity]
+    idc, version = _q(spec.id_column), _version()
+    picks = "".join(f", arg_max_null({_q(c)}, {version}) as {_q(c)}" for c in columns)
+    scope = f"where {idc} in ({keys})" if keys else ""
+    return f"""(select {idc}{picks} from raw.{entity} {scope} group by {idc}
+        having coalesce(lower(arg_max_null(record_status, {version})), '') <> 'deleted')"""
+
+
+def _night(entity: str, column: str) -> str:
+    return f"select {_q(column)} from raw.{entity} where _run_id = $run_id"
+
+
+def _parent_relation(spec: ExtractFile, scoped: bool) -> str | None:
+    """(key, _pdate) of each live parent; scoped: only the parents the night's rows name."""
+    if spec.parent is None:
+        return None
+    parent, key = spec.parent
+    keys = _night(spec.entity, key) if scoped else None
+    if spec.entity == "imaging":
+        tumors = current_rows("tumors", ("procedure_id",), keys)
+        procedures = current_rows(
+            "procedures",
+            ("procedure_date",),
+            f"select procedure_id from {tumors}" if scoped else None,
+        )
+        return (
+            f"(select t.tumor_id, pr.procedure_date as _pdate from {tumors} t "
+            f"join {procedures} pr using (procedure_id))"
+        )
+    date_col = spec.date_order[0] if spec.date_order else None
+    live = current_rows(parent, (date_col,) if date_col else (), keys)
+    pdate = _q(date_col) if date_col else "null"
+    return f"(select {_q(key)}, {pdate} as _pdate from {live})"
+
+
+def delta_sql(spec: ExtractFile, scoped: bool = False) -> str:
     """This run's raw rows of one file with the relational facts the checks need.
 
     References are judged only for rows that are the current live version of their id, as
     ingest judges them after all of the run's extracts are applied. Rows come in no order
     (sorting 10M wide rows costs more than the checks): first failing rows are put in file
-    order afterwards. Copies per file and current versions are hash aggregates joined back,
-    not window functions (a sort of every row).
+    order afterwards. Copies per file and current versions are hash aggregates, not window
+    functions (a sort of every row), and only ids with more than one row are joined back: a
+    row whose id has no other row is its id's only copy and its current version.
+
+    Only rows extracted on or after the night's first extract date can be a later version of
+    a night's row (versions order by extract date first), so older nights' rows are never read
+    for that (DuckDB skips their row groups). scoped: the night is a small part of the table
+    (a delta night), so parents are looked up only for the keys the night's rows name; on a
+    first night every key is named and the lookup would cost more than it saves.
     """
-    idc = _q(spec.id_column)
+    idc, table = _q(spec.id_column), f"raw.{spec.entity}"
     cols = ", ".join(f"r.{_q(c)}" for c in spec.column_names)
     lineage = ", ".join(f"r.{c}" for c in LINEAGE)
-    rel = _parent_relation(spec)
-    copies = f"""left join (select _source_file, {idc}, count(*)::bigint as n
-            from raw.{spec.entity} where _run_id = $run_id group by all) c
-        on r._source_file = c._source_file and r.{idc} = c.{idc}"""
+    night = "_run_id = $run_id"
+    multi = f"""select {idc}, max({_version()}) as v from {table}
+        where _extract_date >= (select min(_extract_date) from {table} where {night})
+        group by {idc} having count(*) > 1"""
+    rel = _parent_relation(spec, scoped)
     if rel:
         key = _q(spec.parent[1])
-        current = f"""left join (select {idc}, max({_version()}) as v
-            from raw.{spec.entity} where {idc} in (select {idc} from raw.{spec.entity}
-                                                   where _run_id = $run_id)
-            group by {idc}) cur on r.{idc} = cur.{idc}"""
-        judged = f"cur.v = {_version('r.')} and coalesce(lower(r.record_status), '') <> 'deleted'"
+        judged = (
+            f"(m.{idc} is null or m.v = {_version('r.')}) "
+            "and coalesce(lower(r.record_status), '') <> 'deleted'"
+        )
         parent_cols = (
             f"case when {judged} then p.{key} is not null end as _parent_found, "
             f"case when {judged} then p._pdate end::varchar as _parent_date"
         )
-        joins = f"{current} left join {rel[0]} p on r.{key} = p.{key}"
+        joins = f"""left join multi m on r.{idc} = m.{idc}
+        left join {rel} p on r.{key} = p.{key}"""
     else:
-        parent_cols = "null::boolean as _parent_found, null::varchar as _parent_date"
         joins = ""
-    return f"""
-        select {cols}, {lineage}, c.n as _copies_in_file, {parent_cols}
-        from raw.{spec.entity} r
-        {copies}
+        parent_cols = "null::boolean as _parent_found, null::varchar as _parent_date"
+    return f"""with multi as materialized ({multi})
+        select {cols}, {lineage}, coalesce(c.n, 1) as _copies_in_file, {parent_cols}
+        from {table} r
+        left join (select _source_file, {idc}, count(*)::bigint as n from {table}
+                   where {night} and {idc} in (select {idc} from multi)
+                   group by all having count(*) > 1) c
+            on r._source_file = c._source_file and r.{idc} = c.{idc}
         {joins}
-        where r._run_id = $run_id
+        where r.{night}
     """
+
+
+def night_share(con: duckdb.DuckDBPyConnection, entity: str, run_id: str) -> tuple[int, int]:
+    """(rows this run loaded, all rows) of one raw table."""
+    return con.execute(
+        f"select count(*) filter (where _run_id = ?), count(*) from raw.{entity}", [run_id]
+    ).fetchall()[0]
+
+
+def is_small_night(loaded: int, total: int) -> bool:
+    """A delta night: worth looking up only the ids it names (see delta_sql)."""
+    return 0 < loaded * 4 < total
 
 
 def delta_chunks(
@@ -225,21 +284,20 @@ def delta_chunks(
     A file without rows this run yields nothing, and its query (whose parent relations are
     whole-table aggregates) is not run at all.
     """
-    loaded = con.execute(
-        f"select count(*) from raw.{spec.entity} where _run_id = ?", [run_id]
-    ).fetchall()[0][0]
+    loaded, total = night_share(con, spec.entity, run_id)
     if not loaded:
         return
-    reader = con.sql(delta_sql(spec), params={"run_id": run_id}).to_arrow_reader(chunk_rows)
+    sql = delta_sql(spec, scoped=is_small_night(loaded, total))
+    reader = con.sql(sql, params={"run_id": run_id}).to_arrow_reader(chunk_rows)
     pending, size = [], 0
     for batch in reader:
         pending.append(batch)
         size += batch.num_rows
         if size >= chunk_rows:
-            yield pl.from_arrow(_table(pending))
+            yield with_dates(pl.from_arrow(_table(pending)), spec)
             pending, size = [], 0
     if pending:
-        yield pl.from_arrow(_table(pending))
+        yield with_dates(pl.from_arrow(_table(pending)), spec)
 
 
 def _table(batches):
