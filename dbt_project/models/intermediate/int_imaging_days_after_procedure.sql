@@ -46,12 +46,7 @@ procedures as (
         inner join changed_imaging on built.imaging_key = changed_imaging.imaging_key
         union
         -- a read is gone (deleted, or its tumor was)
-        select built.tumor_key
-        from {{ this }} as built
-        where not exists (
-                select 1 from {{ ref('stg_registry__imaging') }} as live
-                where live.imaging_key = built.imaging_key
-            )
+        {{ keys_missing_from(this, ref('stg_registry__imaging'), 'imaging_key', 'tumor_key') }}
         union
         -- the tumor changed (e.g. its procedure)
         select tumor_key

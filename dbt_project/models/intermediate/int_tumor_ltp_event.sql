@@ -29,14 +29,11 @@ technique_efficacy as (
         from {{ ref('int_tumor_technique_efficacy_study') }}
         where _built_at > ({{ incremental_watermark('_built_at') }})
         union
-        select built.tumor_key
-        from {{ this }} as built
-        where not exists (
-                select 1 from {{ ref('int_tumor_technique_efficacy_study') }} as studies
-                where
-                    studies.tumor_key = built.tumor_key
-                    and studies.te_evaluable
-            )
+        -- no longer TE-evaluable (or deleted)
+        {{ keys_missing_from(
+            this, ref('int_tumor_technique_efficacy_study'), 'tumor_key',
+            condition='present.te_evaluable'
+        ) }}
     ),
 {% endif %}
 

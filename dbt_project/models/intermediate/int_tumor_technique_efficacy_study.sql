@@ -33,32 +33,18 @@ imaging as (
         where _built_at > ({{ incremental_watermark('_built_at') }})
         union
         -- a new tumor
-        select live.tumor_key from {{ ref('stg_registry__tumors') }} as live
-        where not exists (
-                select 1 from {{ this }} as built
-                where built.tumor_key = live.tumor_key
-            )
+        {{ keys_missing_from(ref('stg_registry__tumors'), this, 'tumor_key') }}
         union
         -- a deleted tumor
-        select built.tumor_key
-        from {{ this }} as built
-        where not exists (
-                select 1 from {{ ref('stg_registry__tumors') }} as live
-                where live.tumor_key = built.tumor_key
-            )
+        {{ keys_missing_from(this, ref('stg_registry__tumors'), 'tumor_key') }}
         union
         -- a TE study whose reads are all gone
-        select built.tumor_key
-        from {{ this }} as built
-        where
-            built.te_evaluable
-            and not exists (
-                select 1 from {{ ref('int_imaging_days_after_procedure') }} as reads
-                where
-                    reads.tumor_key = built.tumor_key
-                    and reads.days_after_procedure between 30 and 180
-                    and reads.finding <> 'indeterminate'
-            )
+        {{ keys_missing_from(
+            this, ref('int_imaging_days_after_procedure'), 'tumor_key',
+            only='missing.te_evaluable',
+            condition="present.days_after_procedure between 30 and 180"
+                ~ " and present.finding <> 'indeterminate'"
+        ) }}
     ),
 {% endif %}
 

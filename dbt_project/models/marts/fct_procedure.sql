@@ -1,5 +1,17 @@
 -- One row per cryoablation session with its size group and 30-day adverse-event outcome; the
 -- unit of analysis for adverse events in Glazer et al. AJR 2017.
+-- Incremental by comparison (macro rows_changed; no column beyond the contract): the model is
+-- computed whole, only new or changed procedures are written (delete+insert); the post-hook
+-- deletes removed procedures.
+{{ config(
+    materialized='incremental',
+    unique_key='procedure_key',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+    post_hook="{{ delete_stale_keys('procedure_key',
+        'select procedure_key from ' ~ ref('stg_registry__procedures')) }}"
+) }}
+
 with
 
 procedures as (
@@ -34,4 +46,4 @@ final as (
     left join adverse_events on procedures.procedure_key = adverse_events.procedure_key
 )
 
-select * from final
+{{ rows_changed('final') }}
