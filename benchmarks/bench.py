@@ -231,6 +231,14 @@ def bench_size(
             )
             res["delta_metrics_match"], res["delta_metrics_diffs"] = not diffs, diffs[:20]
 
+            # the floor of any night: no new folder, every stage still runs (the cohort-wide
+            # analysis and report, dbt's per-node cost, the checks of the marts)
+            m = step("noop", [CRYOREG, "run", "--extracts", str(extracts),
+                              "--warehouse", str(wh), "--out", str(out)])  # fmt: skip
+            m.update(stage_times(m["_output"], m["_launched"]))
+            res["noop"] = clean(m)
+            res["ratio_noop_full"] = m["wall_s"] / res["pipeline"]["wall_s"]
+
         if server and size == "paper":
             # a cold process on a warm machine, reporting to a running Prefect server (as the
             # deployment does): the published warehouse removed, every folder loaded again
@@ -349,17 +357,19 @@ def render(results: dict) -> str:
         lines += [
             "| size | rows | CSV MiB | synth s (MiB) | read_csv s | reference s (MiB) |"
             " pipeline s | peak RSS MiB | rows/s | ratio | ingest x | delta s (% full) |"
-            " metrics equal |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            " no-op s (% full) | metrics equal |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in run["sizes"]:
             if r["status"] != "ok" and "pipeline" not in r:
                 error = "; ".join(r["errors"])[:200]
-                lines.append(f"| {r['size']} | failed: {error} |" + " |" * 11)
+                lines.append(f"| {r['size']} | failed: {error} |" + " |" * 12)
                 continue
             syn, ref, pip = r.get("synth", {}), r.get("reference", {}), r.get("pipeline", {})
             dl = r.get("delta")
             delta = f"{dl['wall_s']:.1f} ({100 * r['ratio_delta_full']:.0f}%)" if dl else "-"
+            no = r.get("noop")
+            noop = f"{no['wall_s']:.1f} ({100 * r['ratio_noop_full']:.0f}%)" if no else "-"
             equal = "yes" if r.get("metrics_match") else "NO"
             if dl:
                 equal += " / " + ("yes" if r.get("delta_metrics_match") else "NO")
@@ -371,11 +381,11 @@ def render(results: dict) -> str:
                 f" {_f(pip.get('wall_s'))} | {_f(pip.get('peak_rss_mib'), '{:.0f}')} |"
                 f" {_f(pip.get('rows_per_s'), '{:,.0f}')} |"
                 f" {_f(r.get('ratio_pipeline_reference'), '{:.2f}')} |"
-                f" {_f(r.get('ratio_ingest_read_csv'), '{:.2f}')} | {delta} | {equal} |"
+                f" {_f(r.get('ratio_ingest_read_csv'), '{:.2f}')} | {delta} | {noop} | {equal} |"
             )
         lines += [
             "",
-            "Per stage (s): full build / delta night",
+            "Per stage (s): full build / delta night / no-op night",
             "",
             "| size | start-up | ingest | dbt build | data quality | analyze | report | publish |"
             " rest |",
@@ -383,7 +393,7 @@ def render(results: dict) -> str:
         ]
         for r in run["sizes"]:
             cells = []
-            for key in ("pipeline", "delta"):
+            for key in ("pipeline", "delta", "noop"):
                 m = r.get(key)
                 if not m:
                     continue
