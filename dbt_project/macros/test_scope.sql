@@ -19,13 +19,33 @@
     {%- endif -%}
 {%- endmacro %}
 
+{#- A unique test of a big incremental model needs only the keys this build wrote, but counted
+    over every row of those keys: a rewritten row may duplicate a row kept from an earlier
+    build. Its `where` is "<key> in (select <key> from __this__ where __rebuilt_this_build__)"
+    (__this__ = the tested model): a semi-join on tonight's keys instead of grouping the whole
+    table. Exact by induction: a duplicated key has a row written by the build that wrote the
+    later of its rows, whose unique test (error severity) then saw both; a full build writes
+    every row. Outside `dbt build` the predicate is true, so every key is tested; when every
+    row was written tonight (a full build) the test reads the table as is. -#}
+
 {#- dbt's hook for a test's `where` config (a test's config in YAML cannot call a project
-    macro): __rebuilt_this_build__ becomes rebuilt_this_build(); any other where is used as
-    written. -#}
+    macro): __rebuilt_this_build__ becomes rebuilt_this_build() and __this__ the tested
+    relation; any other where is used as written. -#}
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where') -%}
+    {%- if where and '__this__' in where and execute and flags.WHICH == 'build' -%}
+        {#- every row written tonight (a full build): test the whole table, without the
+            semi-join -#}
+        {%- set kept = run_query(
+            "select count(*) from " ~ relation ~ " where not (" ~ rebuilt_this_build() ~ ")"
+        ) -%}
+        {%- if kept.rows[0][0] == 0 -%}
+            {{ return(relation) }}
+        {%- endif -%}
+    {%- endif -%}
     {%- if where -%}
-        {%- set where = where | replace('__rebuilt_this_build__', rebuilt_this_build()) -%}
+        {%- set where = where | replace('__rebuilt_this_build__', rebuilt_this_build())
+            | replace('__this__', relation) -%}
         {%- set filtered -%}
             (select * from {{ relation }} where {{ where }}) as dbt_subquery
         {%- endset -%}

@@ -5,6 +5,8 @@
 -- Incremental by tumor: a night rebuilds every read of each tumor it touched (a read of it
 -- new, changed, moved in or out, or deleted; the tumor or its procedure changed), plus one
 -- tombstone per touched tumor so that delete+insert also clears tumors left without reads.
+-- The anti-join that finds deleted reads (10M rows at 1M patients) runs only on nights when a
+-- count shows that some read left staging (keys_may_be_gone).
 {{ config(
     materialized='incremental',
     unique_key='tumor_key',
@@ -44,9 +46,14 @@ procedures as (
         select built.tumor_key
         from {{ this }} as built
         inner join changed_imaging on built.imaging_key = changed_imaging.imaging_key
-        union
-        -- a read is gone (deleted, or its tumor was)
-        {{ keys_missing_from(this, ref('stg_registry__imaging'), 'imaging_key', 'tumor_key') }}
+        {% if keys_may_be_gone(ref('stg_registry__imaging'), 'imaging_key') %}
+            union
+            -- a read is gone (deleted, or its tumor was); skipped when the counts show
+            -- that none is (macros/touched_keys.sql)
+            {{ keys_missing_from(
+                this, ref('stg_registry__imaging'), 'imaging_key', 'tumor_key'
+            ) }}
+        {% endif %}
         union
         -- the tumor changed (e.g. its procedure)
         select tumor_key

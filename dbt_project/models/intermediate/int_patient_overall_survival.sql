@@ -30,10 +30,13 @@ alive_dates as (
     from patients
     where last_contact_date is not null
     union all
+    -- one row per patient, not per read: the max of the maxes is the same date, and the
+    -- union below then groups ~3 rows per patient instead of ~12
     select
         patient_key,
-        imaging_date as alive_date
+        max(imaging_date) as alive_date
     from imaging
+    group by patient_key
 ),
 
 last_alive as (

@@ -6,10 +6,14 @@
 -- competing risk) or whose procedure's staging row did; the post-hook deletes
 -- removed tumors. Every column is the tumor's own or its current procedure's and patient's,
 -- so the tumors of a changed parent are found by the current keys.
+-- Written by merge (update the matched keys, insert the new ones): the same rows as
+-- delete+insert of a batch with one row per key, but the primary-key index keeps its entries
+-- instead of dropping and re-adding each one (about 2 s of commit at 1M patients).
 {{ config(
     materialized='incremental',
     unique_key='tumor_key',
-    incremental_strategy='delete+insert',
+    incremental_strategy='merge',
+    merge_exclude_columns=['tumor_key'],
     on_schema_change='fail',
     post_hook="{{ delete_stale_keys('tumor_key',
         'select tumor_key from ' ~ ref('stg_registry__tumors'),
