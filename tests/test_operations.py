@@ -113,6 +113,29 @@ def test_killed_run_leaves_published_warehouse_intact(site, published, uninterru
     assert not list((site / "out").glob(".run-*"))  # the killed run's staging is cleaned
 
 
+def test_a_new_pseudonym_key_rebuilds_every_model_from_raw(site):
+    """A rotated key renames every patient; an incremental night would keep the old names on
+    the rows it does not touch, so the night rebuilds from raw and no old key remains."""
+    warehouse = site / "warehouse" / "cryoreg.duckdb"
+    keys_sql = (
+        "select patient_key from marts.dim_patient union all "
+        "select patient_key from marts.fct_tumor union all "
+        "select patient_key from staging.stg_registry__patients"
+    )
+    count_sql = "select count(*) from marts.dim_patient"
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        old = {key for (key,) in con.execute(keys_sql).fetchall()}
+        patients_before = con.execute(count_sql).fetchone()[0]
+    _add_adverse_event(site)
+    proc = run_cryoreg("run", cwd=site, env={"CRYOREG_PSEUDONYM_KEY": "a-rotated-key-for-a-test"})
+    assert "full refresh: the dbt project or the pseudonym key changed" in proc.stdout
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        new = {key for (key,) in con.execute(keys_sql).fetchall()}
+        patients_after = con.execute(count_sql).fetchone()[0]
+    assert new and new.isdisjoint(old)  # every patient renamed, in staging and the marts
+    assert patients_after == patients_before  # renamed, not duplicated
+
+
 def test_changed_dbt_code_rebuilds_every_model_from_raw(site, uninterrupted):
     """Incremental models keep rows built on earlier nights; when the dbt project's code
     changed since the last build, the night rebuilds every model from raw instead."""
@@ -123,7 +146,7 @@ def test_changed_dbt_code_rebuilds_every_model_from_raw(site, uninterrupted):
         con.execute("delete from intermediate.int_imaging_days_after_procedure where rowid % 2 = 0")
     _add_adverse_event(site)
     proc = run_cryoreg("run", cwd=site)
-    assert "full refresh: the dbt project changed since the last build" in proc.stdout
+    assert "full refresh: the dbt project or the pseudonym key changed" in proc.stdout
     assert metric_differences(_outcomes(site), _outcomes(uninterrupted)) == []
     with duckdb.connect(str(warehouse), read_only=True) as con:
         fingerprint, reason = con.execute(

@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--full-refresh",
         action="store_true",
-        help="rebuild every dbt model from raw (automatic when the dbt project changed)",
+        help="rebuild every dbt model from raw (automatic when the dbt project or the pseudonym"
+        " key changed)",
     )
     serve = sub.add_parser(
         "serve",

@@ -115,7 +115,9 @@ def ingest_stage(work: Path, extracts: Path, run_id: str) -> ingest.IngestResult
     return result
 
 
-@task(name="dbt build", cache_policy=NO_CACHE, **RETRY)
+# No retry: a second `dbt build` on a half-built working copy would find the staging
+# watermarks already moved and the marts' touched sets empty; a failed night is rerun whole.
+@task(name="dbt build", cache_policy=NO_CACHE)
 @detached
 def transform_stage(work: Path, key: str, full_refresh: bool = False) -> transform.DbtSummary:
     """Build staging, intermediate and mart models and run their tests."""

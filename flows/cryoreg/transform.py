@@ -43,6 +43,17 @@ def project_fingerprint(project: Path = DBT_PROJECT_DIR) -> str:
     return digest.hexdigest()
 
 
+def build_fingerprint(pseudonym_key: str) -> str:
+    """What the built rows depend on besides raw: the project's code and the pseudonym key.
+
+    A new key renames every patient_key; incremental models would mix old and new keys, so a
+    changed key forces a full rebuild like changed code. Only a one-way hash of the key
+    reaches audit.dbt_builds, mixed with the code's hash.
+    """
+    key_digest = hashlib.sha256(b"cryoreg pseudonym key\0" + pseudonym_key.encode()).hexdigest()
+    return hashlib.sha256(f"{project_fingerprint()}:{key_digest}".encode()).hexdigest()
+
+
 def full_refresh_reason(warehouse: Path, fingerprint: str, forced: bool) -> str | None:
     """Why tonight's build must rebuild every model from raw, or None for an incremental one.
 
@@ -72,7 +83,7 @@ def full_refresh_reason(warehouse: Path, fingerprint: str, forced: bool) -> str 
     if last is None:
         return "the warehouse was built before dbt builds were logged"
     if last[0] != fingerprint:
-        return "the dbt project changed since the last build"
+        return "the dbt project or the pseudonym key changed since the last build"
     return None
 
 
@@ -105,7 +116,7 @@ def dbt_build(warehouse: Path, pseudonym_key: str, full_refresh: bool = False) -
     """
     from dbt.cli.main import dbtRunner
 
-    fingerprint = project_fingerprint()
+    fingerprint = build_fingerprint(pseudonym_key)
     reason = full_refresh_reason(warehouse, fingerprint, full_refresh)
     os.environ["CRYOREG_WAREHOUSE_PATH"] = str(warehouse)
     os.environ["CRYOREG_PSEUDONYM_KEY"] = pseudonym_key
