@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,3 +98,13 @@ def ingested_warehouse(tmp_path: Path, files: dict[str, str], limit: float = 0.9
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     ingest.ingest(con, root, "run-1", limit)
     return con
+
+
+def quarantined(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """Rows in quarantine now (released ones are back in raw), with their reason code."""
+    return sorted(
+        con.execute(
+            "select extract, file, line, record_id, reason_code from quarantine.rejected_rows "
+            "where released_at is null"
+        ).fetchall()
+    )

@@ -19,7 +19,7 @@ import pytest
 from cryoreg.ingest import ingest
 from cryoreg.registry import FILES
 
-from conftest import metric_differences, run_cryoreg, write_extract
+from conftest import metric_differences, quarantined, run_cryoreg, write_extract
 
 pytestmark = pytest.mark.xdist_group("sequences")
 
@@ -328,16 +328,6 @@ def test_an_orphan_comes_back_although_its_later_version_was_cascaded(tmp_path):
     assert diff == {}, diff
 
 
-def held_back(con: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """The rows in quarantine now (released ones are back in raw), with their reason code."""
-    return sorted(
-        con.execute(
-            "select extract, file, line, record_id, reason_code from quarantine.rejected_rows "
-            "where released_at is null"
-        ).fetchall()
-    )
-
-
 def assert_every_night_as_at_once(
     tmp_path: Path, nights: list[Night], runs: list[list[int]], quarantine: bool = True
 ):
@@ -350,7 +340,7 @@ def assert_every_night_as_at_once(
         once = ingested(sub / "once", [nights[k] for k in seen], [list(range(len(seen)))])
         assert live_rows(by_night) == live_rows(once), f"live rows after run {n}"
         if quarantine:
-            assert held_back(by_night) == held_back(once), f"quarantine after run {n}"
+            assert quarantined(by_night) == quarantined(once), f"quarantine after run {n}"
 
 
 def test_a_procedure_date_correction_rejudges_its_reads(tmp_path):

@@ -13,7 +13,7 @@ from cryoreg import summary
 from cryoreg.ingest import ingest
 from cryoreg.registry import FILES
 
-from conftest import write_extract
+from conftest import quarantined, write_extract
 
 NIGHT1, NIGHT2, NIGHT3 = "2014-12-30", "2014-12-31", "2015-01-01"
 
@@ -74,16 +74,6 @@ def live_rows(con: duckdb.DuckDBPyConnection) -> dict[str, set[tuple]]:
 
 def live_ids(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
     return {entity: {row[0] for row in rows} for entity, rows in live_rows(con).items()}
-
-
-def quarantined(con: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """Rows in quarantine now (released ones are back in raw)."""
-    return sorted(
-        con.execute(
-            "select extract, file, line, record_id, reason_code from quarantine.rejected_rows "
-            "where released_at is null"
-        ).fetchall()
-    )
 
 
 def accounted(results) -> None:

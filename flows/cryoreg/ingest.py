@@ -619,11 +619,23 @@ def _cascade(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
                {_record(spec, "c")}, current_timestamp
         from doomed c"""
     )
+    return _take_out_doomed(con, spec, run_id, "c._pid")
+
+
+def _take_out_doomed(
+    con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str, parent_id: str
+) -> int:
+    """The shared end of the cascade and the re-judging, once the rows of temp table `doomed`
+    (columns _pdate, _pfile, _pline: the parent version that removes them) are quarantined:
+    log them as 'cascaded' naming that parent (`parent_id`, an expression over alias c), take
+    them out of raw.<entity> and let each id fall back (`_fall_back`). Returns the rows
+    removed."""
+    entity, parent = spec.entity, spec.parent[0]
     con.execute(
         f"""insert into audit.orphan_log
-        select {run}, 'cascaded', {_sql_str(entity)}, c.{idc},
+        select {_sql_str(run_id)}, 'cascaded', {_sql_str(entity)}, c.{_ident(spec.id_column)},
                strftime(c._extract_date, '%Y-%m-%d'), c._source_file, c._source_line,
-               {_sql_str(parent)}, c._pid, c._pfile, c._pline, current_timestamp
+               {_sql_str(parent)}, {parent_id}, c._pfile, c._pline, current_timestamp
         from doomed c"""
     )
     _tombstone_places(con, spec, "doomed")
@@ -782,15 +794,7 @@ def _rejudge(con: duckdb.DuckDBPyConnection, spec: ExtractFile, run_id: str) -> 
         from checked c left join {_versions(parent, f"select {fk} from checked")} p
           on c.{fk} = p.{pk}"""
     )
-    con.execute(
-        f"""insert into audit.orphan_log
-        select {run}, 'cascaded', {_sql_str(entity)}, c.{idc},
-               strftime(c._extract_date, '%Y-%m-%d'), c._source_file, c._source_line,
-               {_sql_str(parent)}, c.{fk}, c._pfile, c._pline, current_timestamp
-        from doomed c"""
-    )
-    _tombstone_places(con, spec, "doomed")
-    return _remove(con, entity, "doomed") + _fall_back(con, spec, run_id)
+    return _take_out_doomed(con, spec, run_id, f"c.{fk}")
 
 
 def _remove(con: duckdb.DuckDBPyConnection, entity: str, rows: str) -> int:
