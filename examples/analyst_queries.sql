@@ -161,13 +161,12 @@ from marts.fct_tumor_attrition
 order by step_order;
 
 -- name: quarantined_rows_by_reason
--- Data quality: source rows the nightly runs rejected and still hold back, by file and reason
--- (an orphan re-admitted when its parent arrived later carries released_at and is left out).
+-- Data quality: source rows the registry holds back now, by file and reason (an orphan whose
+-- parent arrived on a later night is no longer here).
 select
     file,
     reason_code,
     count(*) as rows_rejected
 from quarantine.rejected_rows
-where released_at is null
 group by file, reason_code
 order by rows_rejected desc;

@@ -87,24 +87,79 @@ def metric_differences(a, b, path: str = "") -> list[str]:
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
+# the dbt models of the registry (staging, versions, current rows, quarantine): what ingest
+# tests need, without the clinical definitions and marts
+REGISTRY_LAYERS = (
+    "path:models/staging path:models/intermediate/registry path:models/marts/quarantine"
+)
+
+
+def build_registry(
+    store: Path, root: Path, run_id: str = "run-1", limit: float = 1.0, publish: bool = True
+):
+    """Land the new folders under root in a real store, build it with the real dbt project and
+    account for every row, as a night does (without Prefect, analysis or report). The run is
+    marked published when `publish` (its rows then count for the next night). Returns the
+    ingest result and an open connection to the store."""
+    from cryoreg import ingest, transform
+
+    with duckdb.connect(str(store)) as con:
+        result = ingest.ingest(con, root, run_id)
+    transform.dbt_build(store, os.environ["CRYOREG_PSEUDONYM_KEY"], select=REGISTRY_LAYERS)
+    con = duckdb.connect(str(store))
+    ingest.account(con, result, run_id, limit)
+    if publish:
+        ingest.record_event(con, run_id, "published")
+    return result, con
+
+
 def ingested_warehouse(tmp_path: Path, files: dict[str, str], limit: float = 0.9):
-    """A real DuckDB file after a real ingest of one extract folder dated 2014-12-31."""
-    import duckdb
-
-    from cryoreg import ingest
-
+    """A real store after a real ingest and dbt build of one extract folder (2014-12-31)."""
     root = tmp_path / "extracts"
     write_extract(root, "2014-12-31", files)
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    ingest.ingest(con, root, "run-1", limit)
-    return con
+    return build_registry(tmp_path / "w.duckdb", root, "run-1", limit)[1]
 
 
 def quarantined(con: duckdb.DuckDBPyConnection) -> list[tuple]:
-    """Rows in quarantine now (released ones are back in raw), with their reason code."""
+    """Rows in quarantine now, with their reason code."""
     return sorted(
         con.execute(
-            "select extract, file, line, record_id, reason_code from quarantine.rejected_rows "
-            "where released_at is null"
+            "select extract, file, line, record_id, reason_code from quarantine.rejected_rows"
         ).fetchall()
     )
+
+
+REGISTRY = ("patients", "procedures", "tumors", "imaging", "adverse_events")
+
+
+def live_rows(con: duckdb.DuckDBPyConnection) -> dict[str, set[tuple]]:
+    """Per table, the registry's current live rows (int_<table>_current) with their lineage."""
+    return {
+        table: set(con.execute(f"select * from intermediate.int_{table}_current").fetchall())
+        for table in REGISTRY
+    }
+
+
+def live_ids(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    """Per table, the ids of the current live rows (patients by patient_key)."""
+    return {
+        table: {
+            row[0] for row in con.sql(f"select * from intermediate.int_{table}_current").fetchall()
+        }
+        for table in REGISTRY
+    }
+
+
+def nights_in_runs(store: Path, nights: list, runs: list[list[int]], first_run: int = 0):
+    """Each run lands the folders `runs[i]` names (indexes into `nights`: (folder, files)) and
+    builds the store; returns the ingest results and an open connection to the store."""
+    root = store.with_suffix(".extracts")
+    results = []
+    for i, run in enumerate(runs):
+        for k in run:
+            write_extract(root, *nights[k])
+        result, con = build_registry(store, root, f"run-{first_run + i}")
+        results.append(result)
+        if i < len(runs) - 1:
+            con.close()
+    return results, con

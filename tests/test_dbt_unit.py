@@ -2,7 +2,7 @@
 
 The nightly build leaves them out (`--exclude-resource-type unit_test`: they test code, not the
 night's data), so this is where they run. dbt needs the inputs' columns from the warehouse: the
-raw tables of a real ingest, then every model built empty (`dbt run --empty`).
+ledger of a real ingest, then every model built empty (`dbt run --empty`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def empty_warehouse(tmp_path, monkeypatch):
     synth.write_registry(extracts, profile="paper")
     warehouse = tmp_path / "w.duckdb"
     with duckdb.connect(str(warehouse)) as con:
-        ingest.ingest(con, extracts, "run-1", 0.05)
+        ingest.ingest(con, extracts, "run-1")
     monkeypatch.setenv("CRYOREG_WAREHOUSE_PATH", str(warehouse))
     monkeypatch.setenv("CRYOREG_PSEUDONYM_KEY", os.environ["CRYOREG_PSEUDONYM_KEY"])
     built = _dbt("run", "--empty")

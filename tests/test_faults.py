@@ -65,6 +65,11 @@ def warehouse(folder: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(folder / "warehouse" / "cryoreg.duckdb"), read_only=True)
 
 
+def store(folder: Path) -> duckdb.DuckDBPyConnection:
+    """The registry's store: the ledger and the quarantine with the ids as received."""
+    return duckdb.connect(str(folder / "warehouse" / "cryoreg.store.duckdb"), read_only=True)
+
+
 def metrics(folder: Path) -> dict:
     return json.loads((folder / "out" / "metrics.json").read_text())
 
@@ -82,7 +87,7 @@ def outcome(m: dict) -> dict:
 def test_every_defect_is_quarantined_with_its_reason(runs, rate):
     folder = runs[(rate, "faulty")]
     expected = manifest(folder).filter(pl.col("quarantined"))
-    with warehouse(folder) as con:
+    with store(folder) as con:
         got = con.execute(
             "select extract, file, line, record_id, reason_code from quarantine.rejected_rows"
         ).fetchall()
@@ -103,7 +108,7 @@ def test_no_clean_row_is_rejected(runs, rate):
     folder = runs[(rate, "faulty")]
     expected = manifest(folder).filter(pl.col("quarantined"))
     want = set(expected.select("file", "line").iter_rows())
-    with warehouse(folder) as con:
+    with store(folder) as con:
         got = con.execute("select file, line, reason from quarantine.rejected_rows").fetchall()
     extra = [row for row in got if row[:2] not in want]
     assert not extra, f"clean rows rejected: {extra[:10]}"
@@ -115,7 +120,7 @@ def test_accepted_defects_load_normalised(runs, rate):
     m = manifest(folder)
     accepted = m.filter((pl.col("kind") == "accepted") & ~pl.col("quarantined"))
     assert accepted.height >= 2
-    with warehouse(folder) as con:
+    with store(folder) as con:
         for file, line, row_id in accepted.select("file", "line", "id").iter_rows():
             entity = file.split("/")[1].removesuffix(".csv")
             key = synth.ID_COLUMN[entity]
@@ -133,7 +138,7 @@ def test_accepted_defects_load_normalised(runs, rate):
             values = {
                 v
                 for (v,) in con.execute(
-                    f"select distinct {table} from staging.stg_registry__imaging"
+                    f"select distinct {table} from intermediate.int_imaging_current"
                 ).fetchall()
             }
             assert values <= column
@@ -229,4 +234,5 @@ def test_file_level_problems_stop_the_run_and_keep_the_warehouse(runs, tmp_path)
         assert len(lines) == 1, (case, lines)
         assert lines[0].startswith("cryoreg: error: ") and expected[case] in lines[0], lines[0]
         assert (target.read_bytes(), (published / "out" / "metrics.json").read_bytes()) == before
-        assert sorted(p.name for p in target.parent.iterdir()) == ["cryoreg.duckdb"], case
+        leftovers = [p.name for p in target.parent.iterdir() if "building" in p.name]
+        assert leftovers == [], case

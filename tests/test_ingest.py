@@ -1,4 +1,5 @@
-"""Ingest on a real DuckDB file: row accounting, quarantine reasons, file-level errors."""
+"""Ingest and the registry's rules on a real store: row accounting, quarantine reasons,
+file-level errors (real ingest, real dbt build)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cryoreg.ingest import RegistryInputError, ingest
+from cryoreg.ingest import RegistryInputError
 
-from conftest import write_extract
+from conftest import build_registry, write_extract
 
 PATIENTS = (
     "patient_mrn,patient_name,sex,birth_date\n"
@@ -29,8 +30,8 @@ TUMORS = (
 
 
 def _ingest(root: Path, db: Path, run_id: str = "run-1", limit: float = 1.0):
-    with duckdb.connect(str(db)) as con:
-        result = ingest(con, root, run_id, limit)
+    result, con = build_registry(db, root, run_id, limit)
+    with con:
         rejected = con.execute(
             "select file, line, record_id, column_name, raw_value, reason_code, reason "
             "from quarantine.rejected_rows order by file, line"
@@ -62,7 +63,7 @@ def test_clean_extract_loads_every_row_with_lineage(tmp_path):
         ).fetchall()
     assert rows == [
         ("MRN1", "F", "2014-12-31/patients.csv", 2, "2014-12-31"),
-        ("MRN2", "m", "2014-12-31/patients.csv", 3, "2014-12-31"),
+        ("MRN2", " m ", "2014-12-31/patients.csv", 3, "2014-12-31"),  # as received
     ]
 
 

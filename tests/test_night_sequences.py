@@ -1,10 +1,9 @@
 """Adversarial sequences of nights: after any of them, loading night by night must end where
 loading every folder at once does (same live registry, same marts, same outcome metrics).
 
-Two layers: `ingest()` on DuckDB files (fast; the live registry staging reads) and the real
-`cryoreg run` (ingest, incremental dbt build, analyze) compared mart by mart. The sequences are
-hand-written and small; each night changes several things at once. Sequences that break the
-promise are kept as strict xfails naming the bug.
+Two layers: the registry (real ingest and dbt build of the registry's models on a store: its
+current rows and quarantine) and the real `cryoreg run` (every stage) compared mart by mart.
+The sequences are hand-written and small; each night changes several things at once.
 """
 
 from __future__ import annotations
@@ -16,10 +15,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cryoreg.ingest import ingest
-from cryoreg.registry import FILES
-
-from conftest import metric_differences, quarantined, run_cryoreg, write_extract
+from conftest import (
+    live_rows,
+    metric_differences,
+    nights_in_runs,
+    quarantined,
+    run_cryoreg,
+    write_extract,
+)
 
 pytestmark = pytest.mark.xdist_group("sequences")
 
@@ -196,106 +199,43 @@ VERSIONS_AND_DATES = [
 ]
 
 
-# --- ingest layer ------------------------------------------------------------------------------
-
-
-def live_rows(con: duckdb.DuckDBPyConnection) -> dict[str, set[tuple]]:
-    """Per entity, the current live version of each id (what staging reads), extract columns."""
-    out = {}
-    for spec in FILES:
-        cols = ", ".join(spec.column_names)
-        out[spec.entity] = set(
-            con.execute(
-                f"""select {cols} from raw.{spec.entity}
-                qualify row_number() over (partition by {spec.id_column}
-                    order by _extract_date desc, _source_line desc) = 1
-                    and coalesce(lower(record_status), '') <> 'deleted'"""
-            ).fetchall()
-        )
-    return out
+# --- the registry layer: real ingest and dbt build on a store, night by night vs at once ---
 
 
 def ingested(tmp_path: Path, nights: list[Night], runs: list[list[int]]):
-    """Ingest `runs` (folder indexes appearing before each run) into one DuckDB file."""
-    root = tmp_path / f"extracts-{len(runs)}"
+    """Land and build `runs` (folder indexes appearing before each run) in one store."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(tmp_path / f"w-{len(runs)}.duckdb"))
-    for i, run in enumerate(runs):
-        for k in run:
-            write_extract(root, *nights[k])
-        ingest(con, root, f"run-{i}", 1.0)
-    return con
+    return nights_in_runs(tmp_path / f"w-{len(runs)}.duckdb", nights, runs)[1]
 
 
-def live_differences(tmp_path: Path, nights: list[Night], runs: list[list[int]] | None = None):
-    """Live rows only night by night, only all at once, per entity (empty when equal)."""
-    by_night = live_rows(ingested(tmp_path, nights, runs or [[i] for i in range(len(nights))]))
-    once = live_rows(ingested(tmp_path, nights, [list(range(len(nights)))]))
-    return {
-        e: (sorted(by_night[e] - once[e]), sorted(once[e] - by_night[e]))
-        for e in by_night
-        if by_night[e] != once[e]
-    }
+def assert_every_night_as_at_once(tmp_path: Path, nights: list[Night], runs: list[list[int]]):
+    """After each run, the live registry and what quarantine holds back (with the reason) are
+    those of loading the folders seen so far at once."""
+    for n in range(1, len(runs) + 1):
+        _, nightly = nights_in_runs(tmp_path / "nightly.duckdb", nights, [runs[n - 1]], n - 1)
+        seen = sorted(k for run in runs[:n] for k in run)
+        once = ingested(tmp_path / f"once-{n}", [nights[k] for k in seen], [list(range(len(seen)))])
+        assert live_rows(nightly) == live_rows(once), f"live rows after run {n}"
+        assert quarantined(nightly) == quarantined(once), f"quarantine after run {n}"
+        nightly.close()
+        once.close()
 
 
-def test_mixed_sequence_gives_the_live_registry_of_all_at_once(tmp_path):
-    assert live_differences(tmp_path, MIXED, MIXED_RUNS) == {}
+def test_mixed_sequence_gives_the_registry_of_all_at_once(tmp_path):
+    assert_every_night_as_at_once(tmp_path, MIXED, MIXED_RUNS)
 
 
-def test_mixed_sequence_one_folder_a_run(tmp_path):
-    assert live_differences(tmp_path, MIXED) == {}
-
-
-def test_an_orphan_whose_parent_arrives_and_goes_within_one_run(tmp_path):
-    """An orphan of night 1; its parent arrives in folder 2 and is deleted in folder 3, both
-    loaded by the second run: the orphan stays out."""
+def test_parents_deleted_and_recreated_and_orphans_whose_parent_comes_later(tmp_path):
+    """An orphan whose parent arrives and goes within one run; an id twice in a file (the last
+    copy, a deletion, wins) and in two folders of a run; a child moved through several parents
+    that are deleted; an orphan whose parent is registered on a later night."""
+    first = {**BASE[1], "imaging.csv": BASE[1]["imaging.csv"] + "I20,T20,2010-03-01,CT,no_tumor,\n"}
     nights = [
-        BASE,
-        night(DATES[1], imaging="I20,T20,2010-03-01,CT,no_tumor,"),
-        night(DATES[2], tumors="T20,P1,primary,hcc,10,complete,"),
-        night(DATES[3], tumors=deleted("T20", entity="tumors")),
-    ]
-    assert live_differences(tmp_path, nights, [[0, 1], [2, 3]]) == {}
-    assert live_differences(tmp_path, nights) == {}
-
-
-def test_the_same_id_twice_in_a_night_and_in_two_folders_of_a_run(tmp_path):
-    """A repeated id in one file (the last copy wins, here a deletion that cascades) and an id
-    in both folders of one run (the later folder wins)."""
-    nights = [
-        BASE,
+        (DATES[0], first),
         night(
             DATES[1],
             tumors="T1,P2,primary,hcc,20,complete,\n" + deleted("T1", entity="tumors"),
-            imaging="I2,T2,2010-04-02,MRI,indeterminate,",
-        ),
-        night(DATES[2], imaging="I2,T2,2010-04-03,CT,residual_tumor,"),
-    ]
-    assert live_differences(tmp_path, nights, [[0], [1, 2]]) == {}
-    assert live_differences(tmp_path, nights) == {}
-
-
-def test_cascade_keeps_the_earlier_version_of_a_moved_child(tmp_path):
-    diff = live_differences(tmp_path, FALLBACK)
-    assert diff == {}, diff
-    # the version brought back is this run's change of the id (incremental staging sees it)
-    (tmp_path / "again").mkdir()
-    con = ingested(tmp_path / "again", FALLBACK, [[0], [1], [2]])
-    back = con.execute(
-        "select tumor_id, _source_file, _run_id from raw.imaging where imaging_id = 'I1'"
-    ).fetchall()
-    assert back == [("T1", f"{DATES[0]}/imaging.csv", "run-2")]
-
-
-def test_cascade_falls_back_past_several_versions_and_onto_a_deletion(tmp_path):
-    """I1 moves T1 -> T2 -> T3 and A3 is deleted then registered again on P2; one night deletes
-    T3 and P2: I1's two latest versions are orphans (T2 goes with P2), its first is live; A3's
-    current version is its deletion."""
-    nights = [
-        BASE,
-        night(
-            DATES[1],
-            imaging="I1,T2,2010-04-15,CT,no_tumor,",
+            imaging="I1,T2,2010-04-15,CT,no_tumor,\nI20,T2,2010-04-01,CT,no_tumor,",
             adverse_events=deleted("A3", entity="adverse_events"),
         ),
         night(
@@ -309,146 +249,22 @@ def test_cascade_falls_back_past_several_versions_and_onto_a_deletion(tmp_path):
             procedures=deleted("P2", entity="procedures"),
             tumors=deleted("T3", entity="tumors"),
         ),
+        night(DATES[4], tumors="T20,P1,primary,hcc,10,complete,"),
     ]
-    assert live_differences(tmp_path, nights) == {}
-    assert live_differences(tmp_path, nights, [[0], [1, 2], [3]]) == {}
+    assert_every_night_as_at_once(tmp_path, nights, [[0], [1, 2], [3], [4]])
 
 
-def test_an_orphan_comes_back_although_its_later_version_was_cascaded(tmp_path):
-    """I20 -> T20 (missing) in night 1; night 2 moves I20 to T2; night 3 deletes T2 (the move
-    is an orphan now); night 4 registers T20. All at once I20's night-1 version is live."""
-    first = {**BASE[1], "imaging.csv": BASE[1]["imaging.csv"] + "I20,T20,2010-03-01,CT,no_tumor,\n"}
-    nights = [
-        (DATES[0], first),
-        night(DATES[1], imaging="I20,T2,2010-04-01,CT,no_tumor,"),
-        night(DATES[2], tumors=deleted("T2", entity="tumors")),
-        night(DATES[3], tumors="T20,P1,primary,hcc,10,complete,"),
-    ]
-    diff = live_differences(tmp_path, nights)
-    assert diff == {}, diff
+def test_date_corrections_back_and_forth(tmp_path):
+    assert_every_night_as_at_once(tmp_path, DATES_BACK_AND_FORTH, [[0], [1], [2, 3]])
 
 
-def assert_every_night_as_at_once(
-    tmp_path: Path, nights: list[Night], runs: list[list[int]], quarantine: bool = True
-):
-    """After each run, the live registry and (with `quarantine`) what quarantine holds back,
-    with the reason code, are those of loading the folders seen so far at once."""
-    for n in range(1, len(runs) + 1):
-        seen = sorted(k for run in runs[:n] for k in run)
-        sub = tmp_path / f"after-{n}"
-        by_night = ingested(sub / "nightly", nights, runs[:n])
-        once = ingested(sub / "once", [nights[k] for k in seen], [list(range(len(seen)))])
-        assert live_rows(by_night) == live_rows(once), f"live rows after run {n}"
-        if quarantine:
-            assert quarantined(by_night) == quarantined(once), f"quarantine after run {n}"
-
-
-def test_a_procedure_date_correction_rejudges_its_reads(tmp_path):
-    diff = live_differences(tmp_path, DATES_CORRECTED)
-    assert diff == {}, diff
-    root, con = tmp_path / "ex", duckdb.connect(str(tmp_path / "w.duckdb"))
-    results = []
-    for i, n in enumerate(DATES_CORRECTED):
-        write_extract(root, *n)
-        results.append(ingest(con, root, f"run-{i}", 1.0))
-    assert results[1].orphans == {"cascaded": 1, "readmitted": 1}
-    # I1 leaves with the first pass's reason and message; I12's rejection is released
-    moved = con.execute(
-        "select run_id, file, line, reason_code, reason, released_run_id "
-        "from quarantine.rejected_rows where record_id in ('I1', 'I12') order by all"
-    ).fetchall()
-    assert moved == [
-        ("run-0", f"{DATES[0]}/imaging.csv", 10, "impossible_date",
-         "imaging_date: imaging before its procedure '2010-03-20'", "run-1"),
-        ("run-1", f"{DATES[0]}/imaging.csv", 2, "impossible_date",
-         "imaging_date: imaging before its procedure '2010-03-01'", None),
-    ]  # fmt: skip
-    log = con.execute(
-        "select action, entity, record_id, parent_entity, parent_id, parent_file "
-        "from audit.orphan_log order by all"
-    ).fetchall()
-    assert log == [
-        ("cascaded", "imaging", "I1", "tumors", "T1", f"{DATES[0]}/tumors.csv"),
-        ("readmitted", "imaging", "I12", "tumors", "T4", f"{DATES[0]}/tumors.csv"),
-    ]
-    # I12 is back with its own lineage and this run's id (the incremental models see it)
-    assert con.execute(
-        "select _source_file, _source_line, _run_id from raw.imaging where imaging_id = 'I12'"
-    ).fetchall() == [(f"{DATES[0]}/imaging.csv", 10, "run-1")]
-
-
-@pytest.mark.parametrize("runs", [[[0], [1], [2], [3]], [[0], [1, 2], [3]], [[0], [1], [2, 3]]])
-def test_date_corrections_back_and_forth(tmp_path, runs):
-    assert_every_night_as_at_once(tmp_path, DATES_BACK_AND_FORTH, runs)
-
-
-def test_a_birth_date_correction_rejudges_the_procedures(tmp_path):
-    diff = live_differences(tmp_path, BIRTH_BACK_AND_FORTH[:2])
-    assert diff == {}, diff
-
-
-@pytest.mark.parametrize("runs", [[[0], [1], [2], [3]], [[0], [1, 2], [3]]])
-def test_birth_date_corrections_back_and_forth(tmp_path, runs):
-    """P3 leaves as a procedure before birth and T3 and I4 as orphans (tombstones), then all
-    three come back, then leave again."""
-    assert_every_night_as_at_once(tmp_path, BIRTH_BACK_AND_FORTH, runs)
-    con = ingested(tmp_path / "nightly", BIRTH_BACK_AND_FORTH, runs)
-    tombs = con.execute(
-        """select procedure_id, _source_file from raw.procedures where record_status = 'deleted'
-        union all select tumor_id, _source_file from raw.tumors where record_status = 'deleted'
-        union all select imaging_id, _source_file from raw.imaging
-        where record_status = 'deleted' order by 1"""
-    ).fetchall()
-    assert [t[0] for t in tombs] == ["I4", "P3", "T3"]
-    assert all(t[1].startswith("cascade:") for t in tombs)
-
-
-def test_a_tumor_moved_to_a_later_procedure_rejudges_its_reads(tmp_path):
-    assert_every_night_as_at_once(tmp_path, TUMOR_MOVED, [[0], [1], [2]])
+def test_birth_date_corrections_back_and_forth(tmp_path):
+    assert_every_night_as_at_once(tmp_path, BIRTH_BACK_AND_FORTH, [[0], [1, 2], [3]])
 
 
 def test_a_date_correction_falls_back_to_and_brings_back_versions(tmp_path):
     runs = [[i] for i in range(len(VERSIONS_AND_DATES))]
     assert_every_night_as_at_once(tmp_path, VERSIONS_AND_DATES, runs)
-    con = ingested(tmp_path / "again", VERSIONS_AND_DATES, runs)
-    assert con.execute(
-        "select imaging_date, _run_id from raw.imaging where imaging_id = 'I30'"
-    ).fetchall() == [("2010-03-01", "run-4")]
-
-
-def test_a_date_rejection_comes_back_past_a_cascade_tombstone(tmp_path):
-    """I12 (quarantined, before P4) moves to T2 the next night; T2 is deleted (the move is an
-    orphan, I12 gets a tombstone); P4's date is corrected: I12's first version comes back.
-
-    Quarantine differs: all at once never judges I12's first version while a later one is
-    current, night by night it was judged (and rejected) the night it came."""
-    nights = [
-        BASE,
-        night(DATES[1], imaging="I12,T2,2010-03-20,CT,no_tumor,"),
-        night(DATES[2], tumors=deleted("T2", entity="tumors")),
-        night(DATES[3], procedures="P4,M4,2010-02-01,CT,"),
-    ]
-    assert_every_night_as_at_once(tmp_path, nights, [[0], [1], [2], [3]], quarantine=False)
-    assert_every_night_as_at_once(tmp_path / "two", nights, [[0], [1], [2, 3]], quarantine=False)
-
-
-def test_a_parent_change_that_keeps_the_dates_leaves_the_children_alone(tmp_path):
-    """P1's guidance and M1's last contact corrected: their children are judged again and
-    stay, untouched (no new run id for the incremental models, no quarantine or audit row)."""
-    nights = [
-        BASE,
-        night(
-            DATES[1], procedures="P1,M1,2010-01-01,MRI,", patients="M1,F,1950-01-01,,2013-01-01,"
-        ),
-    ]
-    con = ingested(tmp_path, nights, [[0], [1]])
-    assert live_differences(tmp_path / "diff", nights) == {}
-    assert con.execute(
-        "select count(*) from raw.imaging where _run_id = 'run-1' union all "
-        "select count(*) from raw.procedures where _run_id = 'run-1' and procedure_id <> 'P1' "
-        "union all select count(*) from quarantine.rejected_rows where run_id = 'run-1' "
-        "union all select count(*) from audit.orphan_log"
-    ).fetchall() == [(0,), (0,), (0,), (0,)]
 
 
 # --- end to end: `cryoreg run` night by night vs all at once ---------------------------------
@@ -543,9 +359,6 @@ def test_mixed_sequence_reaches_the_marts_of_all_at_once(first_night, tmp_path):
     site, once = nightly_and_once(first_night, tmp_path, MIXED, MIXED_RUNS, fail_first_at=1)
     assert_same_outcome(site, once)
     with duckdb.connect(str(warehouse(site)), read_only=True) as con:
-        # every nightly build was incremental (a dbt project edited mid-suite would not be)
-        builds = con.execute("select full_refresh from audit.dbt_builds").fetchall()
-        assert builds == [(None,)] * len(MIXED_RUNS)
         tumors = dict(
             con.execute("select tumor_key, procedure_key from marts.fct_tumor").fetchall()
         )
@@ -574,8 +387,6 @@ def test_date_corrections_reach_the_marts_of_all_at_once(first_night, tmp_path):
     site, once = nightly_and_once(first_night, tmp_path, nights, [[0], [1], [2]])
     assert_same_outcome(site, once)
     with duckdb.connect(str(warehouse(site)), read_only=True) as con:
-        builds = con.execute("select full_refresh from audit.dbt_builds").fetchall()
-        assert builds == [(None,)] * 3
         te = dict(con.execute("select tumor_key, te_evaluable from marts.fct_tumor").fetchall())
         # T1 lost its technique-efficacy read I1; T4 got I12 (day 47 of P4's corrected date)
         assert te["T1"] is False and te["T4"] is True and "T3" in te

@@ -56,6 +56,11 @@ def warehouse(folder: Path) -> Path:
     return folder / "warehouse" / "cryoreg.duckdb"
 
 
+def store(folder: Path) -> Path:
+    """The registry's store: the ledger and the quarantine with the ids as received."""
+    return folder / "warehouse" / "cryoreg.store.duckdb"
+
+
 def metrics(folder: Path) -> dict:
     return json.loads((folder / "out" / "metrics.json").read_text())
 
@@ -133,7 +138,7 @@ def _corrections(once: Path) -> tuple[str, str, dict[str, str]]:
                  from marts.fct_tumor where te_evaluable)""",
     )[0]
     (row,) = query(
-        warehouse(once),
+        store(once),
         f"""select procedure_id, patient_mrn, procedure_date, guidance, anesthesia, probe_count
             from raw.procedures where procedure_id = '{procedure}'
             order by _extract_date desc, _source_line desc limit 1""",
@@ -177,7 +182,7 @@ def test_a_deleted_tumor_and_a_corrected_procedure_date_reach_the_marts(loads, t
 
 
 def test_same_rows_quarantined_as_the_manifest_says(loads):
-    nightly, once = quarantined(warehouse(loads["nightly"])), quarantined(warehouse(loads["once"]))
+    nightly, once = quarantined(store(loads["nightly"])), quarantined(store(loads["once"]))
     assert nightly == once and len(nightly) == len(set(nightly))
     expected = pl.concat(
         pl.read_csv(
@@ -212,17 +217,17 @@ def test_rerunning_the_last_night_is_a_no_op(loads, tmp_path):
     log = sorted(query(before, "select * from audit.load_log"))
     accounting = sorted(query(before, "select * from audit.file_accounting"))
     rejected = quarantined(before)
-    run_cryoreg("run", cwd=nightly, env=ENV)
+    metrics_before = (nightly / "out" / "metrics.json").read_bytes()
+    proc = run_cryoreg("run", cwd=nightly, env=ENV)
+    assert "nothing new" in proc.stdout
     after = warehouse(nightly)
     assert sorted(query(after, "select * from audit.load_log")) == log
     assert sorted(query(after, "select * from audit.file_accounting")) == accounting
     assert quarantined(after) == rejected
     diffs = marts_differences(after, before)
     assert all(d == (0, 0) for d in diffs.values()), diffs
-    m = metrics(nightly)
-    assert not differences(outcome(m), outcome(loads["per_night"][-1]))
-    assert m["run"]["files"] == []
-    assert not any(e["loaded_this_run"] for e in m["run"]["extracts"])
+    # nothing is published: the outputs of the night before stay as they were
+    assert (nightly / "out" / "metrics.json").read_bytes() == metrics_before
 
 
 def test_a_loaded_folder_that_changed_is_an_error(loads):

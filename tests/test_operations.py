@@ -115,8 +115,9 @@ def test_killed_run_leaves_published_warehouse_intact(site, published, uninterru
 
 def test_a_new_pseudonym_key_rebuilds_every_model_from_raw(site):
     """A rotated key renames every patient; an incremental night would keep the old names on
-    the rows it does not touch, so the night rebuilds from raw and no old key remains."""
-    warehouse = site / "warehouse" / "cryoreg.duckdb"
+    the rows it does not touch, so the night rebuilds from raw and no old key remains (in the
+    store: its staging and marts)."""
+    warehouse = site / "warehouse" / "cryoreg.store.duckdb"
     keys_sql = (
         "select patient_key from marts.dim_patient union all "
         "select patient_key from marts.fct_tumor union all "
@@ -137,18 +138,18 @@ def test_a_new_pseudonym_key_rebuilds_every_model_from_raw(site):
 
 
 def test_changed_dbt_code_rebuilds_every_model_from_raw(site, uninterrupted):
-    """Incremental models keep rows built on earlier nights; when the dbt project's code
-    changed since the last build, the night rebuilds every model from raw instead."""
-    warehouse = site / "warehouse" / "cryoreg.duckdb"
-    with duckdb.connect(str(warehouse)) as con:
-        # as if older code had built the warehouse, and built it differently
+    """Staging keeps rows staged on earlier nights; when the dbt project's code changed since
+    the last build, the night restages the whole ledger instead."""
+    store = site / "warehouse" / "cryoreg.store.duckdb"
+    with duckdb.connect(str(store)) as con:
+        # as if older code had built the store, and staged it differently
         con.execute("update audit.dbt_builds set fingerprint = 'older code'")
-        con.execute("delete from intermediate.int_imaging_days_after_procedure where rowid % 2 = 0")
+        con.execute("delete from staging.stg_registry__imaging where _source_line % 2 = 0")
     _add_adverse_event(site)
     proc = run_cryoreg("run", cwd=site)
     assert "full refresh: the dbt project or the pseudonym key changed" in proc.stdout
     assert metric_differences(_outcomes(site), _outcomes(uninterrupted)) == []
-    with duckdb.connect(str(warehouse), read_only=True) as con:
+    with duckdb.connect(str(store), read_only=True) as con:
         fingerprint, reason = con.execute(
             "select fingerprint, full_refresh from audit.dbt_builds order by built_at desc limit 1"
         ).fetchone()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from cryoreg import contracts, quality
+from cryoreg import quality
 from cryoreg.quality import CheckResult, DataQualityError
-from cryoreg.registry import FILES
 
 from conftest import ingested_warehouse
 
@@ -224,83 +223,6 @@ def test_dbt_results_map_to_categories_and_severity():
     assert by_name["dbt:not_null_fct_tumor_diameter_cm"].status == "passed"
 
 
-def test_contracts_pass_on_what_ingest_loaded(loaded):
-    results = contracts.check_extracts(loaded, "run-1")
-    assert results and all(r.tool == "pandera" for r in results)
-    assert [r.check_name for r in results if r.status != "passed"] == []
-    names = {r.check_name for r in results}
-    # derived from registry.py: codes, ranges, dates, references, uniqueness
-    assert {
-        "raw.patients.sex:code",
-        "raw.tumors.diameter_mm:range",
-        "raw.procedures.procedure_date:not_before_parent",
-        "raw.imaging.tumor_id:parent_exists",
-        "raw.adverse_events.ctcae_grade:integer",
-        "raw.tumors:unique_id_in_file",
-        "raw.patients.death_date:not_before_birth",
-    } <= names
-
-
-def test_contracts_catch_rows_that_slipped_past_ingest(loaded):
-    loaded.execute(
-        """insert into raw.patients select 'MRN-SECRET-9', 'Slipped Through', 'X', '1950-01-01',
-           '1940-01-01', null, null, _extract_date, _source_file, 99, _run_id, _loaded_at
-           from raw.patients limit 1"""
-    )
-    loaded.execute(
-        """insert into raw.adverse_events select 'E9', 'P-GONE', '2011-02-07', '2.5', null,
-           null, _extract_date, _source_file, 98, _run_id, _loaded_at
-           from raw.adverse_events limit 1"""
-    )
-    results = contracts.check_extracts(loaded, "run-1")
-    failed = {r.check_name: r for r in results if r.status == "failed"}
-    assert set(failed) == {
-        "raw.patients.sex:code",
-        "raw.patients.death_date:not_before_birth",
-        "raw.adverse_events.ctcae_grade:integer",  # in range, but not an integer
-        "raw.adverse_events.procedure_id:parent_exists",
-    }
-    sex = failed["raw.patients.sex:code"]
-    assert (sex.failing_rows, sex.severity) == (1, "fatal")
-    assert sex.details["first_failing_rows"] == ["2014-12-31/patients.csv:99"]
-    quality.record(loaded, "run-1", results, {})
-    stored = " ".join(
-        str(v) for (v,) in loaded.execute("select details from audit.check_results").fetchall()
-    )
-    assert "MRN-SECRET" not in stored and "Slipped" not in stored
-    with pytest.raises(DataQualityError, match="raw.adverse_events"):
-        quality.summarize(loaded, "run-1")
-
-
-def test_contracts_validate_in_chunks(loaded):
-    whole = contracts.check_extracts(loaded, "run-1")
-    chunked = contracts.check_extracts(loaded, "run-1", chunk_rows=1)
-    assert [(r.check_name, r.checked_rows, r.status) for r in whole] == [
-        (r.check_name, r.checked_rows, r.status) for r in chunked
-    ]
-
-
-def test_a_run_that_loaded_nothing_is_not_applicable(loaded):
-    results = contracts.check_extracts(loaded, "run-2")
-    assert {r.status for r in results} == {"not_applicable"}
-
-
-def test_first_failing_rows_are_in_file_order_whatever_the_chunks(loaded):
-    for line in (97, 12, 55):  # inserted out of order; the query returns rows in no order
-        loaded.execute(
-            f"""insert into raw.patients select 'MRN-SECRET-{line}', 'Slipped', 'X',
-               '1950-01-01', null, null, null, _extract_date, _source_file, {line}, _run_id,
-               _loaded_at from raw.patients limit 1"""
-        )
-    for chunk_rows in (1, 2, contracts.CHUNK_ROWS):
-        results = contracts.check_extracts(loaded, "run-1", chunk_rows=chunk_rows)
-        sex = next(r for r in results if r.check_name == "raw.patients.sex:code")
-        assert sex.failing_rows == 3
-        assert sex.details["first_failing_rows"] == [
-            f"2014-12-31/patients.csv:{line}" for line in (12, 55, 97)
-        ]
-
-
 def test_many_results_are_recorded_in_batches(tmp_path):
     con = duckdb.connect(str(tmp_path / "q.duckdb"))
     count = quality.INSERT_BATCH * 2 + 7
@@ -310,32 +232,3 @@ def test_many_results_are_recorded_in_batches(tmp_path):
     ).fetchall()
     assert rows == [(count, count // 2)]
     con.close()
-
-
-def test_contracts_count_copies_of_an_id_in_its_file(loaded):
-    loaded.execute(
-        """insert into raw.tumors select * replace (_source_line + 50 as _source_line)
-           from raw.tumors where tumor_id = 'T1'"""
-    )
-    results = {r.check_name: r for r in contracts.check_extracts(loaded, "run-1")}
-    copies = results["raw.tumors:unique_id_in_file"]
-    assert (copies.status, copies.failing_rows) == ("failed", 2)
-    assert copies.details["first_failing_rows"] == [
-        "2014-12-31/tumors.csv:2",
-        "2014-12-31/tumors.csv:52",
-    ]
-    assert results["raw.tumors.procedure_id:parent_exists"].status == "passed"
-
-
-def test_delta_lookups_scoped_to_the_night_agree_with_whole_tables(loaded):
-    for spec in FILES:
-        rows = [
-            sorted(
-                loaded.sql(
-                    contracts.delta_sql(spec, scoped), params={"run_id": "run-1"}
-                ).fetchall(),
-                key=str,
-            )
-            for scoped in (False, True)
-        ]
-        assert rows[0] == rows[1] and rows[0], spec.entity

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import atexit
 import logging
+import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
-from cryoreg import config
+from cryoreg import config, runlock
+
+EX_TEMPFAIL = 75  # sysexits.h: try again later (the warehouse is in use by another run)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+RAISE_EVERY = 5.0  # seconds between two Interrupted of one stopping run
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rebuild every dbt model from raw (automatic when the dbt project or the pseudonym"
         " key changed)",
+    )
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for a running night on the same warehouse to finish instead of refusing",
     )
     serve = sub.add_parser(
         "serve",
@@ -161,18 +174,135 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGHUP, SIGINT) raised in the main thread, as Ctrl-C raises
+    KeyboardInterrupt, so that the flow's own cleanup (it removes its working files) runs on the
+    way out instead of the process dying in the middle of a stage."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Stop:
+    """The stop signal of `cryoreg run`, if any, and what the published warehouse was before."""
+
+    signum: int | None = None
+    raised_at = -math.inf
+    over = False  # the run has published or unwound: a signal now changes nothing
+    warehouse: Path | None = None
+    before: tuple | None = None
+
+
+def _on_stop_signal(signum: int, frame) -> None:
+    """Raise Interrupted in the main thread, at most once every RAISE_EVERY seconds: a second
+    Ctrl-C right after the first must not cut its cleanup short."""
+    now = time.monotonic()
+    if _Stop.over or now - _Stop.raised_at < RAISE_EVERY:
+        return
+    if _Stop.signum is None:
+        _Stop.signum = signum
+        threading.Thread(target=_insist, name="cryoreg-stop", daemon=True).start()
+    _Stop.raised_at = now
+    raise Interrupted(_Stop.signum)
+
+
+def _insist() -> None:
+    """Until the run has unwound, raise the stop again now and then: libraries may turn it into
+    an ordinary error (DuckDB: 'Query interrupted'; dbt: a failed build) that code can catch."""
+    while not _Stop.over:
+        time.sleep(RAISE_EVERY)
+        if not _Stop.over and _Stop.signum is not None:
+            _thread.interrupt_main(_Stop.signum)  # runs _on_stop_signal in the main thread
+
+
+def _catch_stop_signals() -> None:
+    """SIGTERM (a scheduler or `kill`), SIGHUP (the terminal closed) and SIGINT (Ctrl-C) all
+    stop the run the same way: Interrupted in the main thread."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _on_stop_signal)
+
+
+def _start_resource_tracker() -> None:
+    """The signal goes to the whole process group, where multiprocessing's resource tracker (a
+    helper process the data quality stage starts) ignores SIGINT and SIGTERM but dies of SIGHUP,
+    and the one started in its place prints tracebacks: start it now, with SIGHUP blocked (the
+    tracker keeps the mask; here a SIGHUP meanwhile is delivered on unblocking)."""
+    from multiprocessing import resource_tracker
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+
+
+def _keep_sigterm_ours() -> None:
+    """While a flow runs, Prefect swaps in its own SIGTERM handler, which raises its
+    TerminationSignal: not a KeyboardInterrupt, so dbt would neither stop its threads (they go on
+    writing the run's working files) nor let it through (it becomes a failed build). Have Prefect
+    install ours instead; it restores ours after the flow."""
+    from prefect.utilities import engine
+
+    if signal.getsignal(signal.SIGTERM) is _on_stop_signal:  # the command, not a call from Python
+        engine._prefect_sigterm_handler = _on_stop_signal
+
+
+def _fingerprint(path: Path) -> tuple | None:
+    """Which file is published (publish replaces it: a new inode), or None."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _interrupted_line(signum: int) -> str:
+    name = signal.Signals(signum).name
+    if _Stop.warehouse is not None and _fingerprint(_Stop.warehouse) != _Stop.before:
+        return f"cryoreg: interrupted by {name} after the warehouse was published"
+    return f"cryoreg: interrupted by {name}; the published warehouse is unchanged"
+
+
+def _check_run_paths(args: argparse.Namespace) -> None:
+    """Fail on a wrong path at once, before the lock and Prefect's start-up."""
+    if not args.extracts.exists():
+        raise config.ConfigurationError(f"--extracts {args.extracts}: no such folder")
+    if not args.extracts.is_dir():
+        raise config.ConfigurationError(f"--extracts {args.extracts}: not a folder")
+    if args.warehouse.is_dir():
+        raise config.ConfigurationError(
+            f"--warehouse {args.warehouse}: is a folder; give the DuckDB file's path"
+        )
+    if args.out.exists() and not args.out.is_dir():
+        raise config.ConfigurationError(f"--out {args.out}: not a folder")
+
+
+def _say_waiting(why: str) -> None:
+    print(f"cryoreg: waiting: {why}", flush=True)
+
+
 def _run(args: argparse.Namespace) -> int:
+    _check_run_paths(args)
     config.pseudonym_key()  # refuse early in production without a key
-    from cryoreg import prefect_api
+    # one run per warehouse, taken before Prefect starts: a refused run costs nothing
+    with runlock.hold(args.warehouse, wait=args.wait, on_wait=_say_waiting):
+        _Stop.warehouse, _Stop.before = args.warehouse, _fingerprint(args.warehouse)
+        _start_resource_tracker()
+        from cryoreg import prefect_api
 
-    api = prefect_api.start()  # its start-up overlaps the imports below
-    from cryoreg import pipeline, summary
+        api = prefect_api.start()  # its start-up overlaps the imports below
+        from cryoreg import pipeline, summary
 
-    prefect_api.use(api, preload=pipeline.STAGE_IMPORTS)
-    began = time.monotonic()
-    result = pipeline.nightly(
-        str(args.extracts), str(args.warehouse), str(args.out), args.full_refresh
-    )
+        prefect_api.use(api, preload=pipeline.STAGE_IMPORTS)
+        _keep_sigterm_ours()
+        began = time.monotonic()
+        result = pipeline.nightly(
+            str(args.extracts), str(args.warehouse), str(args.out), args.full_refresh
+        )
+        _Stop.over = True  # the night is done: a signal from now on changes nothing
+        if _Stop.signum is not None:  # a stage caught the stop and carried on
+            raise Interrupted(_Stop.signum)
     print(summary.render(result, time.monotonic() - began))
     return 0
 
@@ -196,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     code: list[int] = []
     if argv is None and args.command == "run":  # the command itself, not a call from Python
         atexit.register(_exit_without_teardown, code)  # first registered: runs last
+        _catch_stop_signals()  # process-wide: only in the command's own process
     code.append(_main(args))
     return code[0]
 
@@ -205,10 +336,19 @@ def _main(args: argparse.Namespace) -> int:
         handlers = {"synth": _synth, "run": _run, "serve": _serve, "docs": _docs, "sql": _sql}
         handler = handlers[args.command]
         return handler(args)
-    except KeyboardInterrupt:
-        print("cryoreg: interrupted; the published warehouse is unchanged", file=sys.stderr)
-        return 130
-    except Exception as exc:  # one clear line, never a traceback, for every failure
+    except runlock.RunLockedError as exc:
+        print(f"cryoreg: error: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except BaseException as exc:  # one clear line, never a traceback, for every failure
+        signum = _Stop.signum  # whatever unwound the run (dbt turns a signal into a failure)
+        if signum is None and isinstance(exc, KeyboardInterrupt):
+            signum = signal.SIGINT
+        if signum is not None:
+            _Stop.over = True
+            print(_interrupted_line(signum), file=sys.stderr)
+            return 128 + signum
+        if not isinstance(exc, Exception):
+            raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"cryoreg: error: {message}", file=sys.stderr)
         return 1

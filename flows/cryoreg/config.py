@@ -76,6 +76,17 @@ class RunPaths:
     out: Path
 
     @property
-    def working_copy(self) -> Path:
-        """The file a run builds; same folder as the published file so rename is atomic."""
-        return self.warehouse.with_name(f".{self.warehouse.name}.building")
+    def store(self) -> Path:
+        """The registry's own store beside the published file: the ledger, staging, the full
+        quarantine and the audit history (owner-only; never what analysts open)."""
+        return store_path(self.warehouse)
+
+    def candidate(self, run_id: str) -> Path:
+        """The file a run builds for analysts; same folder as the published file so the
+        final rename is atomic, named per run so that runs never touch each other's."""
+        return self.warehouse.with_name(f".{self.warehouse.name}.{run_id}.building")
+
+
+def store_path(warehouse: Path) -> Path:
+    """cryoreg.duckdb -> cryoreg.store.duckdb, in the same folder."""
+    return warehouse.with_name(f"{warehouse.stem}.store{warehouse.suffix or '.duckdb'}")

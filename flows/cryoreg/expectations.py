@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from cryoreg import contracts, quality
+from cryoreg import quality
 from cryoreg.quality import EXPECTATIONS_DIR, CheckResult
 from cryoreg.registry import BY_ENTITY, ExtractFile
 
@@ -138,115 +138,69 @@ def load_suites(folder: Path = EXPECTATIONS_DIR, check_types: bool = True) -> li
 # ---------------------------------------------------------------- frames GE may see
 
 
-def _canonical(column) -> str:
-    """A code column in its canonical spelling (`ct` -> `CT`), as staging stores it."""
-    cases = " ".join(
-        f"when '{code.lower()}' then '{code}'" for code in column.codes if "'" not in code
-    )
-    return f"case lower(r.{column.name}) {cases} end"
-
-
 def _days(later: str, earlier: str) -> str:
-    return f"date_diff('day', try_cast({earlier} as date), try_cast({later} as date))"
+    return f"date_diff('day', {earlier}, {later})"
 
 
-def _live(entity: str, columns: tuple[str, ...], keys: str | None) -> str:
-    return contracts.current_rows(entity, columns, keys)
-
-
-def _derived(entity: str, scoped: bool) -> tuple[str, dict[str, str]]:
-    """(joins, derived columns) of one file: intervals instead of dates, no identifiers.
-
-    scoped: parents are looked up only for the keys the night's rows name (a delta night).
-    """
-
-    def night(column: str) -> str | None:
-        return f"select {column} from raw.{entity} where _run_id = $run_id" if scoped else None
-
-    if entity == "patients":
-        return "", {
-            "age_at_extract_years": (
-                "date_diff('day', try_cast(r.birth_date as date), r._extract_date) / 365.25"
-            ),
+# Per file: (join, derived columns) of the night's rows: intervals instead of dates, no
+# identifiers. The rows are the registry's accepted versions (int_<table>_versions), typed
+# and in canonical codes by staging; parents are the current registry.
+_DERIVED: dict[str, tuple[str, dict[str, str]]] = {
+    "patients": (
+        "",
+        {
+            "age_at_extract_years": f"{_days('r._extract_date', 'r.birth_date')} / 365.25",
             "vital_status_recorded": "r.death_date is not null or r.last_contact_date is not null",
-        }
-    if entity == "procedures":
-        patients = _live("patients", ("birth_date",), night("patient_mrn"))
-        return f"left join {patients} p on r.patient_mrn = p.patient_mrn", {
+        },
+    ),
+    "procedures": (
+        "left join intermediate.int_patients_current p on r.patient_key = p.patient_key",
+        {
             "age_at_procedure_years": f"{_days('r.procedure_date', 'p.birth_date')} / 365.25",
-            "procedure_year": "year(try_cast(r.procedure_date as date))",
-        }
-    if entity == "imaging":
-        tumors = _live("tumors", ("procedure_id",), night("tumor_id"))
-        keys = f"select procedure_id from {tumors}" if scoped else None
-        procedures = _live("procedures", ("procedure_date",), keys)
-        # tumors joined to their procedure first: the night's rows (every read on a first
-        # night) are then joined once, not twice
-        dated = (
-            f"(select t.tumor_id, pr.procedure_date from {tumors} t "
-            f"left join {procedures} pr on t.procedure_id = pr.procedure_id)"
-        )
-        return (
-            f"left join {dated} pr on r.tumor_id = pr.tumor_id",
-            {"days_after_procedure": _days("r.imaging_date", "pr.procedure_date")},
-        )
-    if entity == "adverse_events":
-        procedures = _live("procedures", ("procedure_date",), night("procedure_id"))
-        return f"left join {procedures} pr on r.procedure_id = pr.procedure_id", {
-            "onset_day": _days("r.onset_date", "pr.procedure_date")
-        }
-    return "", {}
-
+            "procedure_year": "year(r.procedure_date)",
+        },
+    ),
+    "imaging": (
+        "left join intermediate.int_tumors_current t on r.tumor_key = t.tumor_key",
+        {"days_after_procedure": _days("r.imaging_date", "t.procedure_date")},
+    ),
+    "adverse_events": (
+        "left join intermediate.int_procedures_current pr on r.procedure_key = pr.procedure_key",
+        {"onset_day": _days("r.onset_date", "pr.procedure_date")},
+    ),
+}
 
 # text columns that are neither identifiers nor free text
 _SAFE_TEXT = {"histology"}
 
 
-def delta_sql(spec: ExtractFile, scoped: bool = False) -> str:
-    """The night's rows of one file, typed and de-identified (deleted ids left out)."""
-    cols = []
-    for col in spec.columns:
-        if col.kind == "code":
-            cols.append(f"{_canonical(col)} as {col.name}")
-        elif col.kind == "integer":
-            cols.append(f"try_cast(r.{col.name} as bigint) as {col.name}")
-        elif col.kind == "number":
-            cols.append(f"try_cast(r.{col.name} as double) as {col.name}")
-        elif col.kind == "text" and col.name in _SAFE_TEXT:
-            cols.append(f"lower(r.{col.name}) as {col.name}")
-    joins, derived = _derived(spec.entity, scoped)
+def delta_sql(spec: ExtractFile) -> str:
+    """The night's accepted rows of one file, typed and de-identified (deletions left out)."""
+    cols = [
+        f"r.{col.name}"
+        for col in spec.columns
+        if col.kind in ("code", "integer", "number") or col.name in _SAFE_TEXT
+    ]
+    joins, derived = _DERIVED.get(spec.entity, ("", {}))
     cols += [f"{expr} as {name}" for name, expr in derived.items()]
-    return f"""select {", ".join(cols)} from raw.{spec.entity} r {joins}
-        where r._run_id = $run_id and coalesce(lower(r.record_status), '') <> 'deleted'"""
+    return f"""select {", ".join(cols)} from intermediate.int_{spec.entity}_versions r {joins}
+        where r._run_id = $run_id and r._verdict <> 'quarantined' and not r._is_deleted"""
 
 
 def target_frame(con: duckdb.DuckDBPyConnection, target: str, run_id: str, columns: list[str]):
-    """A pandas frame of one target holding only the columns its suite names.
-
-    A delta of a file that loaded nothing this run is an empty frame without running its
-    query (whose joins read whole tables).
-    """
-    schema, _, table = target.partition(".")
-    scoped = False
-    if schema == "delta" and table in BY_ENTITY:
-        loaded, total = contracts.night_share(con, table, run_id)
-        if not loaded:
-            import pandas as pd
-
-            return pd.DataFrame(columns=columns)
-        scoped = contracts.is_small_night(loaded, total)
-    sql, needs_run = _frame_sql(target, columns, scoped)
+    """A pandas frame of one target holding only the columns its suite names."""
+    sql, needs_run = _frame_sql(target, columns)
     table = con.sql(sql, params={"run_id": run_id} if needs_run else None).to_arrow_table()
     return _numpy_frame(table)
 
 
-def _frame_sql(target: str, columns: list[str], scoped: bool = False) -> tuple[str, bool]:
+def _frame_sql(target: str, columns: list[str]) -> tuple[str, bool]:
     """The query of one target's frame, and whether it takes $run_id."""
     schema, _, table = target.partition(".")
     if schema == "marts":
         source, needs_run = f"marts.{table}", False
     elif schema == "delta" and table in BY_ENTITY:
-        source, needs_run = f"({delta_sql(BY_ENTITY[table], scoped)})", True
+        source, needs_run = f"({delta_sql(BY_ENTITY[table])})", True
     else:
         raise SuiteFileError(f"unknown target {target} (marts.<table> or delta.<file>)")
     select = ", ".join(f'"{c}"' for c in columns) if columns else "1 as _row"

@@ -25,8 +25,8 @@ from cryoreg import (
     publish,
     quality,
     report,
+    runlock,
     transform,
-    validate,
 )
 
 # What the stages import on first use, in stage order: `cryoreg run` imports them while
@@ -86,42 +86,28 @@ def transient(task, task_run, state) -> bool:
 RETRY = {"retries": 2, "retry_delay_seconds": 20, "retry_condition_fn": transient}
 
 
-@task(name="ingest extracts", cache_policy=NO_CACHE, **RETRY)
+@task(name="ingest extracts", cache_policy=NO_CACHE)
 @detached
-def ingest_stage(work: Path, extracts: Path, run_id: str) -> ingest.IngestResult:
-    """Load new extract folders into raw.*, quarantining bad rows."""
+def ingest_stage(paths: config.RunPaths, run_id: str) -> ingest.IngestResult:
+    """Land new extract folders in the registry's ledger."""
     logger = get_run_logger()
-    with connect(work) as con:
-        result = ingest.ingest(con, extracts, run_id, config.quarantine_limit())
+    with publish.open_store(paths) as con:
+        result = ingest.ingest(con, paths.extracts, run_id)
     for acc in result.files:
-        logger.info(
-            "%s: read %d = loaded %d + quarantined %d",
-            acc.file,
-            acc.read,
-            acc.loaded,
-            acc.quarantined,
-        )
+        logger.info("%s: read %d rows", acc.file, acc.read)
     for warning in result.warnings:
         logger.warning(warning)
-    if any(result.orphans.values()):
-        logger.info(
-            "across nights: %d rows removed, %d re-admitted (a parent deleted, arrived, or its "
-            "date corrected)",
-            result.orphans["cascaded"],
-            result.orphans["readmitted"],
-        )
     if result.skipped:
         logger.info("already loaded, skipped: %s", ", ".join(result.skipped))
     return result
 
 
-# No retry: a second `dbt build` on a half-built working copy would find the staging
-# watermarks already moved and the marts' touched sets empty; a failed night is rerun whole.
+# No retry: a build that failed on data would fail again; a failed night is rerun whole.
 @task(name="dbt build", cache_policy=NO_CACHE)
 @detached
-def transform_stage(work: Path, key: str, full_refresh: bool = False) -> transform.DbtSummary:
-    """Build staging, intermediate and mart models and run their tests."""
-    summary = transform.dbt_build(work, key, full_refresh)
+def transform_stage(store: Path, key: str, full_refresh: bool = False) -> transform.DbtSummary:
+    """Build staging, the registry's rules, the definitions and the marts, and test them."""
+    summary = transform.dbt_build(store, key, full_refresh)
     logger = get_run_logger()
     if summary.full_refresh:
         logger.info("dbt build: full refresh: %s", summary.full_refresh)
@@ -139,18 +125,30 @@ def transform_stage(work: Path, key: str, full_refresh: bool = False) -> transfo
 @task(name="data quality", cache_policy=NO_CACHE)
 @detached
 def quality_stage(
-    work: Path, run_id: str, dbt_summary: transform.DbtSummary, staged_out: Path
+    paths: config.RunPaths,
+    run_id: str,
+    landed: ingest.IngestResult,
+    dbt_summary: transform.DbtSummary,
+    staged_out: Path,
 ) -> dict:
-    """Record every check of the night in audit.check_results; fail on a fatal one."""
+    """Account for every row, then record every check of the night in audit.check_results;
+    fail on the quarantine limit or a fatal check."""
     logger = get_run_logger()
-    with connect(work) as con:
-        validate.assert_no_identifying_columns(con)
-        known = quality.load_known_exceptions()
+    with publish.open_store(paths) as con:
         limit = config.quarantine_limit()
+        ingest.account(con, landed, run_id, limit)
+        for acc in landed.files:
+            logger.info(
+                "%s: read %d = loaded %d + quarantined %d",
+                acc.file,
+                acc.read,
+                acc.loaded,
+                acc.quarantined,
+            )
+        known = quality.load_known_exceptions()
         for results in (
             quality.ingest_results(con, run_id, limit),
             quality.dbt_results(dbt_summary.results),
-            contracts.check_extracts(con, run_id),
             contracts.check_marts(con),
             expectations.run_suites(con, run_id, staged_out / "data_docs"),
         ):
@@ -164,26 +162,32 @@ def quality_stage(
 
 @task(name="analyze", cache_policy=NO_CACHE)
 @detached
-def analyze_stage(work: Path) -> dict:
-    """Compute the paper's statistics from the marts."""
-    with connect(work, read_only=True) as con:
+def analyze_stage(candidate: Path) -> dict:
+    """Compute the paper's statistics from the marts analysts will read."""
+    with connect(candidate, read_only=True) as con:
         return analyze.compute_metrics(con)
 
 
 @task(name="report", cache_policy=NO_CACHE)
 @detached
-def report_stage(work: Path, metrics: dict, staged_out: Path) -> Path:
+def report_stage(candidate: Path, metrics: dict, staged_out: Path) -> Path:
     """Write metrics.json and report.html into the run's staging folder."""
     analyze.write_metrics(metrics, staged_out / "metrics.json")
-    with connect(work, read_only=True) as con:
+    with connect(candidate, read_only=True) as con:
         return report.write_report(metrics, con, staged_out)
 
 
 @task(name="publish", cache_policy=NO_CACHE, **RETRY)
 @detached
-def publish_stage(paths: config.RunPaths, staged_out: Path) -> list[Path]:
-    """Atomically replace the published warehouse, then move the outputs into place."""
-    return publish.publish(paths, staged_out)
+def publish_stage(
+    paths: config.RunPaths, candidate: Path, staged_out: Path, run_id: str
+) -> list[Path]:
+    """Atomically replace the published warehouse, move the outputs into place, and count
+    the night's ledger rows from now on."""
+    published = publish.publish(paths, candidate, staged_out)
+    with publish.open_store(paths) as con:
+        ingest.record_event(con, run_id, "published")
+    return published
 
 
 def code_version() -> str:
@@ -216,7 +220,6 @@ def run_block(result: ingest.IngestResult, run_id: str, started: datetime) -> di
             }
             for e in result.extracts
         ],
-        "orphans": dict(result.orphans),
         "files": [
             {
                 "extract": a.extract,
@@ -239,8 +242,8 @@ def nightly(
 ) -> dict:
     """The whole nightly job; the published warehouse changes only if every stage succeeds.
 
-    full_refresh: rebuild every dbt model from raw instead of tonight's changes only (done on
-    its own when the dbt project's code changed since the last build).
+    full_refresh: restage the whole ledger (done on its own when the dbt project's code or the
+    pseudonym key changed since the last build).
     """
     started = datetime.now(UTC)
     paths = config.RunPaths(
@@ -248,14 +251,36 @@ def nightly(
     )
     key = config.pseudonym_key()
     run_id = _run_id()
-    work = publish.prepare_working_copy(paths)
+    # the command holds the lock already (held once more here); a deployed run takes it here
+    with runlock.hold(paths.warehouse):
+        return _night(paths, key, run_id, started, full_refresh)
+
+
+def _night(
+    paths: config.RunPaths, key: str, run_id: str, started: datetime, full_refresh: bool
+) -> dict:
+    """The stages, in order, with the warehouse's run lock held."""
+    publish.discard_leftovers(paths)
+    candidate = paths.candidate(run_id)
     staged_out = publish.staging_out_dir(paths, run_id)
     try:
-        loaded = ingest_stage(work, paths.extracts, run_id)
-        dbt_summary = transform_stage(work, key, full_refresh)
-        data_quality = quality_stage(work, run_id, dbt_summary, staged_out)
-        metrics = analyze_stage(work)
-        metrics["run"] = run_block(loaded, run_id, started)
+        landed = ingest_stage(paths, run_id)
+        if nothing_new(paths, landed, key, full_refresh):
+            get_run_logger().info("nothing new: no extract folder to load; nothing published")
+            publish.discard_staged_out(staged_out)
+            _end(paths, run_id, "nothing_new")
+            return {
+                "metrics": None,
+                "published": [],
+                "warehouse": str(paths.warehouse),
+                "nothing_new": True,
+                "skipped": landed.skipped,
+            }
+        dbt_summary = transform_stage(paths.store, key, full_refresh)
+        data_quality = quality_stage(paths, run_id, landed, dbt_summary, staged_out)
+        publish.build_candidate(paths, run_id)
+        metrics = analyze_stage(candidate)
+        metrics["run"] = run_block(landed, run_id, started)
         metrics["run"]["data_quality"] = data_quality
         metrics["run"]["dbt"] = {
             "nodes": dbt_summary.nodes,
@@ -263,18 +288,42 @@ def nightly(
             "warned": dbt_summary.warned,
             "full_refresh": dbt_summary.full_refresh,
         }
-        report_stage(work, metrics, staged_out)
-        published = publish_stage(paths, staged_out)
+        report_stage(candidate, metrics, staged_out)
+        published = publish_stage(paths, candidate, staged_out, run_id)
         artifacts.publish_run_artifacts(metrics, paths.out)
     except BaseException:
-        publish.discard_working_copy(paths)
+        publish.discard(candidate)
         publish.discard_staged_out(staged_out)
+        _end(paths, run_id, "failed")
         raise
     return {
         "metrics": metrics,
         "published": [str(p) for p in published],
         "warehouse": str(paths.warehouse),
     }
+
+
+def nothing_new(
+    paths: config.RunPaths, landed: ingest.IngestResult, key: str, full_refresh: bool
+) -> bool:
+    """No folder to load, a published warehouse, and the same code and key as its build:
+    the night would publish what is published already."""
+    if landed.loaded or full_refresh or not paths.warehouse.exists():
+        return False
+    fingerprint = transform.build_fingerprint(key)
+    if transform.full_refresh_reason(paths.store, fingerprint, False) is not None:
+        return False
+    with publish.open_store(paths) as con:
+        return ingest.previous_run_ended_well(con, landed.run_id)
+
+
+def _end(paths: config.RunPaths, run_id: str, event: str) -> None:
+    """Record how the run ended (best effort: a failure here must not hide the run's own)."""
+    try:
+        with publish.open_store(paths) as con:
+            ingest.record_event(con, run_id, event)
+    except Exception:  # noqa: BLE001 - the run's own error (if any) is the one to report
+        pass
 
 
 def _run_id() -> str:

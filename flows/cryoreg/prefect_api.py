@@ -7,8 +7,12 @@ child process, so both start-ups overlap. It is the same app Prefect's temporary
 (`create_app(ephemeral=True)`: no UI, no background services) on the same PREFECT_HOME database.
 
 The child stops when the run exits (atexit), and on its own when its parent dies (a kill skips
-atexit), so no server outlives a run. With PREFECT_API_URL set (a `prefect server`, as the
-deployment uses), nothing is started and the run reports to that server.
+atexit), so no server outlives a run. It runs in a session of its own: the signal a terminal or
+a scheduler sends to the run's process group (Ctrl-C, SIGTERM, SIGHUP) reaches only the run,
+which then reports its crashed state to a server still up, and stops it last.
+
+With PREFECT_API_URL set (a `prefect server`, as the deployment uses), nothing is started and
+the run reports to that server.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class TemporaryApi:
             pass_fds=[listener.fileno()],
             env=env,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # out of the run's process group: see the module docstring
         )
         listener.close()
         atexit.register(self.stop)  # registered before Prefect's own exit hooks: runs after them

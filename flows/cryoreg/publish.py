@@ -1,8 +1,10 @@
-"""Publish: the warehouse and the run's outputs appear all at once, or not at all.
+"""Publish: the analysts' file and the run's outputs appear all at once, or not at all.
 
-A run builds into a working copy beside the published file; readers of the published file are
-never blocked and never see a half-built warehouse, because os.replace is atomic on one file
-system and leaves already-open readers on the old inode.
+The published file is built anew every night from the registry's store: the marts, the
+audit tables and the de-identified quarantine, nothing else (no ledger, no staging, no
+identifier). It is written under a per-run name beside the published file and moved over it
+with one os.replace, atomic on one file system: open readers keep the old inode, and no one
+sees a half-built warehouse.
 """
 
 from __future__ import annotations
@@ -11,59 +13,65 @@ import os
 import shutil
 from pathlib import Path
 
+import duckdb
+
 from cryoreg.config import RunPaths
 
+# What the analysts' file holds: (schema, table in the store, table in the published file)
+PUBLISHED_TABLES = (
+    ("marts", "fct_tumor", "fct_tumor"),
+    ("marts", "fct_procedure", "fct_procedure"),
+    ("marts", "dim_patient", "dim_patient"),
+    ("marts", "fct_adverse_event", "fct_adverse_event"),
+    ("marts", "fct_tumor_attrition", "fct_tumor_attrition"),
+    ("quarantine", "rejected_rows_deidentified", "rejected_rows"),
+    ("audit", "check_results", "check_results"),
+    ("audit", "file_accounting", "file_accounting"),
+    ("audit", "load_log", "load_log"),
+)
 
-def prepare_working_copy(paths: RunPaths) -> Path:
-    """Start from the published warehouse (its load log and history) or from nothing."""
-    work = paths.working_copy
-    work.parent.mkdir(parents=True, exist_ok=True)
-    discard_working_copy(paths)
-    if paths.warehouse.exists():
-        clone_or_copy(paths.warehouse, work)
-    return work
 
-
-FICLONE = 0x40049409  # Linux ioctl: share the source's blocks copy-on-write (btrfs, XFS)
-
-
-def clone_or_copy(source: Path, target: Path) -> None:
-    """A copy-on-write clone where the file system has it (instant at any size), else a copy.
-
-    The working copy costs a full read and write of the warehouse every night on ext4 (about
-    1 s per GiB); a reflink makes it free where the file system supports it.
-    """
+def open_store(paths: RunPaths) -> duckdb.DuckDBPyConnection:
+    """The registry's store, created owner-only (0600) on first use."""
+    store = paths.store
+    store.parent.mkdir(parents=True, exist_ok=True)
+    old = os.umask(0o077)  # DuckDB creates the file: owner-only from its first byte
     try:
-        import fcntl
-
-        with source.open("rb") as src, target.open("wb") as dst:
-            fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
-        return
-    except (ImportError, OSError):
-        target.unlink(missing_ok=True)
-    shutil.copyfile(source, target)
+        con = duckdb.connect(str(store))
+    finally:
+        os.umask(old)
+    os.chmod(store, 0o600)
+    con.execute("set enable_progress_bar = false")
+    return con
 
 
-def discard_working_copy(paths: RunPaths) -> None:
-    for leftover in (
-        paths.working_copy,
-        paths.working_copy.with_name(paths.working_copy.name + ".wal"),
-    ):
-        leftover.unlink(missing_ok=True)
+def build_candidate(paths: RunPaths, run_id: str) -> Path:
+    """Write the analysts' file for this run from the store, under the run's own name."""
+    candidate = paths.candidate(run_id)
+    discard(candidate)
+    con = duckdb.connect(str(candidate))
+    try:
+        con.execute(f"attach '{paths.store}' as store (read_only)")
+        for schema in sorted({s for s, _, _ in PUBLISHED_TABLES}):
+            con.execute(f"create schema {schema}")
+        for schema, source, target in PUBLISHED_TABLES:
+            con.execute(f"create table {schema}.{target} as select * from store.{schema}.{source}")
+        con.execute("detach store")
+    finally:
+        con.close()
+    return candidate
 
 
 def staging_out_dir(paths: RunPaths, run_id: str) -> Path:
     """Outputs are written here first and moved into place only after the warehouse is."""
-    for leftover in paths.out.glob(".run-*"):  # from runs that were killed
-        shutil.rmtree(leftover, ignore_errors=True)
     staged = paths.out / f".run-{run_id}"
     staged.mkdir(parents=True)
     return staged
 
 
-def publish(paths: RunPaths, staged_out: Path) -> list[Path]:
+def publish(paths: RunPaths, candidate: Path, staged_out: Path) -> list[Path]:
     """Swap in the new warehouse, then move the run's outputs into OUT; returns their paths."""
-    os.replace(paths.working_copy, paths.warehouse)
+    os.replace(candidate, paths.warehouse)
     published = []
     for item in sorted(staged_out.iterdir()):
         target = paths.out / item.name
@@ -73,6 +81,21 @@ def publish(paths: RunPaths, staged_out: Path) -> list[Path]:
         published.append(target)
     staged_out.rmdir()
     return published
+
+
+def discard(candidate: Path) -> None:
+    """Remove a run's own candidate file (and its write-ahead log)."""
+    for leftover in (candidate, candidate.with_name(candidate.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+
+
+def discard_leftovers(paths: RunPaths) -> None:
+    """Remove what killed runs left (their candidates and staged outputs). Called with the
+    warehouse's run lock held, so no other run is building."""
+    for leftover in paths.warehouse.parent.glob(f".{paths.warehouse.name}.*.building*"):
+        leftover.unlink(missing_ok=True)
+    for leftover in paths.out.glob(".run-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def discard_staged_out(staged_out: Path) -> None:

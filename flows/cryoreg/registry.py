@@ -1,11 +1,20 @@
-"""The registry extract contract: files, columns, types, codes and references.
+"""The registry extract contract, read from the one place it is declared.
 
-One declaration drives ingest's header checks and its set-based row validation.
+The contract (files, columns, kinds, codes, ranges, references, which columns identify a
+person) is data in the dbt project's sources file, where the staging models' row checks read
+it too; this module gives Python (ingest's header checks, synth, the tests) the same view.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import yaml
+
+from cryoreg.config import DBT_PROJECT_DIR
+
+CONTRACT_FILE = DBT_PROJECT_DIR / "models" / "staging" / "registry" / "_registry__sources.yml"
+LINEAGE = ("_extract_date", "_source_file", "_source_line", "_run_id", "_loaded_at")
 
 
 @dataclass(frozen=True)
@@ -16,17 +25,18 @@ class Column:
     codes: tuple[str, ...] = ()
     low: float | None = None
     high: float | None = None
+    identifies: bool = False  # the value identifies a person (never in the analysts' file)
+    not_before: str | None = None  # a date column of the same row this date may not precede
 
 
 @dataclass(frozen=True)
 class ExtractFile:
-    entity: str  # raw table name
+    entity: str  # ledger table name
     id_column: str
-    columns: tuple[Column, ...]
+    columns: tuple[Column, ...]  # the extract columns, record_status last
     parent: tuple[str, str] | None = None  # (parent entity, foreign-key column)
     # (parent date column, own date column, reason): own date may not precede the parent's
     date_order: tuple[str, str, str] | None = None
-    extra: tuple[str, ...] = field(default=("record_status",))
 
     @property
     def file_name(self) -> str:
@@ -34,92 +44,53 @@ class ExtractFile:
 
     @property
     def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns) + self.extra
+        return tuple(c.name for c in self.columns)
 
     @property
     def required_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns if c.required)
 
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
 
-MODALITIES = ("CT", "MRI", "PET/CT")
 
-FILES: tuple[ExtractFile, ...] = (
-    ExtractFile(
-        "patients",
-        "patient_mrn",
-        (
-            Column("patient_mrn", "text", required=True),
-            Column("patient_name", "text"),
-            Column("sex", "code", required=True, codes=("F", "M")),
-            Column("birth_date", "date", required=True),
-            Column("death_date", "date"),
-            Column("last_contact_date", "date"),
-        ),
-    ),
-    ExtractFile(
-        "procedures",
-        "procedure_id",
-        (
-            Column("procedure_id", "text", required=True),
-            Column("patient_mrn", "text", required=True),
-            Column("procedure_date", "date", required=True),
-            Column("guidance", "code", required=True, codes=MODALITIES),
-            Column("anesthesia", "code", codes=("general", "moderate")),
-            Column("probe_count", "integer", low=1, high=25),
-        ),
-        parent=("patients", "patient_mrn"),
-        date_order=("birth_date", "procedure_date", "procedure before birth"),
-    ),
-    ExtractFile(
-        "tumors",
-        "tumor_id",
-        (
-            Column("tumor_id", "text", required=True),
-            Column("procedure_id", "text", required=True),
-            Column("origin", "code", required=True, codes=("primary", "metastasis")),
-            Column("histology", "text", required=True),
-            Column("liver_segment", "integer", low=1, high=8),
-            Column("diameter_mm", "number", required=True, low=1, high=300),
-            Column(
-                "technical_result",
-                "code",
-                required=True,
-                codes=("complete", "incomplete", "not_assessed"),
-            ),
-        ),
-        parent=("procedures", "procedure_id"),
-    ),
-    ExtractFile(
-        "imaging",
-        "imaging_id",
-        (
-            Column("imaging_id", "text", required=True),
-            Column("tumor_id", "text", required=True),
-            Column("imaging_date", "date", required=True),
-            Column("modality", "code", required=True, codes=(*MODALITIES, "US")),
-            Column(
-                "finding",
-                "code",
-                required=True,
-                codes=("no_tumor", "residual_tumor", "local_progression", "indeterminate"),
-            ),
-        ),
-        parent=("tumors", "tumor_id"),
-        date_order=("procedure_date", "imaging_date", "imaging before its procedure"),
-    ),
-    ExtractFile(
-        "adverse_events",
-        "event_id",
-        (
-            Column("event_id", "text", required=True),
-            Column("procedure_id", "text", required=True),
-            Column("onset_date", "date", required=True),
-            Column("ctcae_grade", "integer", required=True, low=1, high=5),
-            Column("description", "text"),
-        ),
-        parent=("procedures", "procedure_id"),
-    ),
-)
+def _column(entry: dict) -> Column:
+    meta = (entry.get("config") or {}).get("meta") or {}
+    low, high = meta.get("range") or (None, None)
+    return Column(
+        entry["name"],
+        meta.get("kind", "text"),
+        bool(meta.get("required")),
+        tuple(meta.get("codes") or ()),
+        low,
+        high,
+        bool(meta.get("identifies")),
+        meta.get("not_before"),
+    )
 
+
+def load_contract(path=CONTRACT_FILE) -> tuple[ExtractFile, ...]:
+    """The extract files of the contract, parents before children."""
+    source = yaml.safe_load(path.read_text(encoding="utf-8"))["sources"][0]
+    files = []
+    for table in source["tables"]:
+        meta = (table.get("config") or {}).get("meta") or {}
+        if "id_column" not in meta:
+            continue  # not an extract file (the run log)
+        parent, order = meta.get("parent"), meta.get("date_order")
+        files.append(
+            ExtractFile(
+                table["name"],
+                meta["id_column"],
+                tuple(_column(c) for c in table["columns"] if not c["name"].startswith("_")),
+                (parent["table"], parent["column"]) if parent else None,
+                (order["parent_date"], order["own_date"], order["reason"]) if order else None,
+            )
+        )
+    return tuple(files)
+
+
+FILES: tuple[ExtractFile, ...] = load_contract()
 BY_NAME = {f.file_name: f for f in FILES}
 BY_ENTITY = {f.entity: f for f in FILES}
+MODALITIES = BY_ENTITY["procedures"].column("guidance").codes

@@ -19,6 +19,13 @@ def p_text(value: float | None) -> str:
 def render(result: dict, seconds: float) -> str:
     metrics = result["metrics"]
     lines = ["", "cryoreg run summary", "=" * 19, ""]
+    if result.get("nothing_new"):
+        lines += [
+            "nothing new: every extract folder is loaded already and the code is unchanged;",
+            f"the published warehouse stays as it is ({result['warehouse']})",
+            f"finished in {seconds:.1f} s",
+        ]
+        return "\n".join(lines)
     files = metrics.get("run", {}).get("files", [])
     if files:
         lines.append(f"{'file':<34}{'read':>10}{'loaded':>10}{'quarantined':>13}")
@@ -26,9 +33,6 @@ def render(result: dict, seconds: float) -> str:
             lines.append(f"{f['file']:<34}{f['read']:>10}{f['loaded']:>10}{f['quarantined']:>13}")
     else:
         lines.append("no new extract folder: nothing loaded (re-run of a loaded night)")
-    orphans = orphan_line(run_orphans(result))
-    if orphans:
-        lines.append(orphans)
     cohort = metrics["cohort"]
     te, ltp, ae = (
         metrics["technique_efficacy"],
@@ -66,33 +70,3 @@ def data_quality_line(status: dict | None) -> str:
         f"passed, {len(status['warnings'])} warning(s)); see audit.check_results"
     )
     return "\n".join([line, *(f"  warn: {w}" for w in status["warnings"])])
-
-
-def run_orphans(result: dict) -> dict | None:
-    """This run's cascaded and re-admitted rows: from the run block when it carries them,
-    else from the published warehouse's audit.orphan_log (None when neither says)."""
-    run = result.get("metrics", {}).get("run", {})
-    if "orphans" in run:
-        return run["orphans"]
-    if not run.get("run_id") or not result.get("warehouse"):
-        return None
-    import duckdb
-
-    from cryoreg.ingest import orphan_counts
-
-    try:
-        with duckdb.connect(str(result["warehouse"]), read_only=True) as con:
-            return orphan_counts(con, run["run_id"])
-    except (duckdb.Error, OSError):
-        return None
-
-
-def orphan_line(counts: dict | None) -> str:
-    """Rows of earlier nights this run took out of or put back into the live registry; empty
-    when there were none (they are not in any file's read = loaded + quarantined)."""
-    if not counts or not (counts.get("cascaded") or counts.get("readmitted")):
-        return ""
-    return (
-        f"cascade: {counts['cascaded']} rows removed (parent deleted or its date corrected); "
-        f"re-admitted: {counts['readmitted']} rows (parent arrived or its date corrected)"
-    )

@@ -1,4 +1,4 @@
-"""Transform: run `dbt build` in-process on the working copy of the warehouse."""
+"""Transform: run `dbt build` in-process on the registry's store."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import duckdb
 
 from cryoreg.config import DBT_PROJECT_DIR
 
-# What the built tables depend on: a change here may change an incremental model's logic or
-# columns, which only a full rebuild applies to the rows built on earlier nights.
+# What the built tables depend on: a change here may change the incremental staging models'
+# logic or columns, which only a full rebuild applies to the rows staged on earlier nights.
 PROJECT_CODE = ("dbt_project.yml", "models", "macros")
 
 
@@ -46,7 +46,7 @@ def project_fingerprint(project: Path = DBT_PROJECT_DIR) -> str:
 def build_fingerprint(pseudonym_key: str) -> str:
     """What the built rows depend on besides raw: the project's code and the pseudonym key.
 
-    A new key renames every patient_key; incremental models would mix old and new keys, so a
+    A new key renames every patient_key; incremental staging would mix old and new keys, so a
     changed key forces a full rebuild like changed code. Only a one-way hash of the key
     reaches audit.dbt_builds, mixed with the code's hash.
     """
@@ -57,9 +57,9 @@ def build_fingerprint(pseudonym_key: str) -> str:
 def full_refresh_reason(warehouse: Path, fingerprint: str, forced: bool) -> str | None:
     """Why tonight's build must rebuild every model from raw, or None for an incremental one.
 
-    Incremental models keep rows built by earlier nights' code; when the project's code changed
-    since the last build (a new column, a corrected definition), those rows would mix two
-    versions of the logic, so the night rebuilds everything once.
+    Staging keeps rows staged by earlier nights' code; when the project's code changed since
+    the last build (a new check, a new column), those rows would mix two versions of the
+    logic, so the night restages the whole ledger once.
     """
     if forced:
         return "requested (--full-refresh)"
@@ -100,7 +100,9 @@ def log_build(warehouse: Path, fingerprint: str, summary: DbtSummary) -> None:
         )
 
 
-def dbt_build(warehouse: Path, pseudonym_key: str, full_refresh: bool = False) -> DbtSummary:
+def dbt_build(
+    warehouse: Path, pseudonym_key: str, full_refresh: bool = False, select: str | None = None
+) -> DbtSummary:
     """Build and test every model; the profile reads the file path and key from the env.
 
     No per-run `--vars`: dbt hashes the command-line vars into its partial-parse state, so a
@@ -135,6 +137,8 @@ def dbt_build(warehouse: Path, pseudonym_key: str, full_refresh: bool = False) -
         args += ["--log-level-file", "none"]
     if reason:
         args.append("--full-refresh")
+    if select:  # a part of the project (e.g. only the registry's layers)
+        args += ["--select", *select.split()]
     try:
         outcome = dbtRunner().invoke(args)
     finally:
@@ -172,7 +176,8 @@ def dbt_build(warehouse: Path, pseudonym_key: str, full_refresh: bool = False) -
             raise TransformError(f"dbt build failed: {first}{more}")
         cause = outcome.exception or "rerun with DBT_LOG_LEVEL_FILE=debug for dbt's log"
         raise TransformError(f"dbt build failed: {str(cause).splitlines()[0]}")
-    log_build(warehouse, fingerprint, summary)
+    if not select:
+        log_build(warehouse, fingerprint, summary)
     return summary
 
 

@@ -2,16 +2,16 @@
 -- birth_date to the first procedure_date (one less than the difference of the years while
 -- the birthday has not yet come that year); with the patient's number of procedures.
 -- Patients without a procedure have no row.
--- Source: metrics.md ("age: completed years from birth_date to the patient's first
+-- Source: docs/outcome-definitions.md ("age: completed years from birth_date to the patient's first
 -- procedure_date"); Glazer et al. AJR 2017;209:1381-1389 (mean age 60.9, 29-88).
 with
 
 patients as (
-    select * from {{ ref('stg_registry__patients') }}
+    select * from {{ ref('int_patients_current') }}
 ),
 
 procedures as (
-    select * from {{ ref('stg_registry__procedures') }}
+    select * from {{ ref('int_procedures_current') }}
 ),
 
 per_patient as (

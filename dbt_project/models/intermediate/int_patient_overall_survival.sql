@@ -2,12 +2,12 @@
 -- known); otherwise censored at the last date the patient was known alive: the latest of the
 -- first procedure date, last_contact_date and any imaging date of the patient's tumors.
 -- overall_survival_years = (death or censoring date - first procedure date) / 365.25.
--- Source: metrics.md (years = days / 365.25); Glazer et al. AJR 2017;209:1381-1389 (overall
--- survival beside tumor outcomes).
+-- Source: docs/outcome-definitions.md (years = days / 365.25); Glazer et al. AJR
+-- 2017;209:1381-1389 (overall survival beside tumor outcomes).
 with
 
 patients as (
-    select * from {{ ref('stg_registry__patients') }}
+    select * from {{ ref('int_patients_current') }}
 ),
 
 first_procedures as (

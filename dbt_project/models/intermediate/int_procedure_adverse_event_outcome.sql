@@ -2,7 +2,7 @@
 -- (onset 0-30 days): any AE = at least one such event; major AE = at least one of CTCAE
 -- grade >= 3; the highest grade among them (null when none). One row per procedure with at
 -- least one adverse event on record; procedures without any have no row (no AE).
--- Source: metrics.md; Ahmed et al. Radiology 2014;273:241-260; Glazer et al. AJR
+-- Source: docs/outcome-definitions.md; Ahmed et al. Radiology 2014;273:241-260; Glazer et al. AJR
 -- 2017;209:1381-1389 (any AE 80/236, major AE 25/236).
 with
 

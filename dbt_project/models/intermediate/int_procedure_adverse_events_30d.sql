@@ -1,17 +1,17 @@
 -- Definition: each adverse event placed relative to its procedure. onset_day = onset_date -
 -- procedure_date in calendar days; the event belongs to the procedure's 30-day window when
--- onset_day is 0 to 30 (inclusive); it is major when its CTCAE grade is >= 3. Events outside
--- the window stay here, flagged.
--- Source: metrics.md; Ahmed et al. Radiology 2014;273:241-260 (complications within 30 days;
--- major = CTCAE grade 3 or higher); Glazer et al. AJR 2017;209:1381-1389.
+-- onset_day is 0 to 30 (inclusive); it is major when its CTCAE grade is >= 3. Events outside the
+-- window stay here, flagged.
+-- Source: docs/outcome-definitions.md; Ahmed et al. Radiology 2014;273:241-260 (complications
+-- within 30 days; major = CTCAE grade 3 or higher); Glazer et al. AJR 2017;209:1381-1389.
 with
 
 adverse_events as (
-    select * from {{ ref('stg_registry__adverse_events') }}
+    select * from {{ ref('int_adverse_events_current') }}
 ),
 
 procedures as (
-    select * from {{ ref('stg_registry__procedures') }}
+    select * from {{ ref('int_procedures_current') }}
 ),
 
 placed as (

@@ -1,7 +1,7 @@
 -- Definition: size group of a procedure, from its largest treated tumor: 'ge4cm' when that
 -- tumor's diameter_mm >= 40, else 'lt4cm'; with the number of tumors treated in the session.
--- Source: metrics.md ("procedure size group"); Glazer et al. AJR 2017;209:1381-1389 (major
--- adverse events 17/195 vs 8/41 procedures by size).
+-- Source: docs/outcome-definitions.md ("procedure size group"); Glazer et al. AJR
+-- 2017;209:1381-1389 (major adverse events 17/195 vs 8/41 procedures by size).
 with
 
 tumors as (

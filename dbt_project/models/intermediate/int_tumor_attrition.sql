@@ -1,10 +1,10 @@
--- Definition: the tumor inclusion flowchart, one row per step. Step 1: all treated tumors.
--- Step 2: technical-success evaluable (excluded: technical result not assessed). Step 3:
--- technique-efficacy evaluable among those (excluded: no determinate imaging 30-180 days
--- after the procedure); a tumor counts at step 3 only when it is both TS- and TE-evaluable,
--- so each step is a subset of the one before.
--- Source: metrics.md; Glazer et al. AJR 2017;209:1381-1389 (299 tumors, 295 for technical
--- success, 258 for technique efficacy).
+-- Definition: the tumor inclusion flowchart, one row per step. Step 1: all treated tumors. Step
+-- 2: technical-success evaluable (excluded: technical result not assessed). Step 3: technique-
+-- efficacy evaluable among those (excluded: no determinate imaging 30-180 days after the
+-- procedure); a tumor counts at step 3 only when it is both TS- and TE-evaluable, so each step is
+-- a subset of the one before.
+-- Source: docs/outcome-definitions.md; Glazer et al. AJR 2017;209:1381-1389 (299 tumors, 295 for
+-- technical success, 258 for technique efficacy).
 with
 
 technical_success as (

@@ -1,12 +1,12 @@
 -- Definition: technical success (TS) of a tumor. Evaluable when technical_result is
 -- 'complete' or 'incomplete' (the ice ball / ablation zone covered the tumor on intra- or
 -- 24-hour post-procedure imaging); success when 'complete'. 'not_assessed' is not evaluable.
--- Source: metrics.md; Ahmed et al. Radiology 2014;273:241-260 (technical success);
+-- Source: docs/outcome-definitions.md; Ahmed et al. Radiology 2014;273:241-260 (technical success);
 -- Glazer et al. AJR 2017;209:1381-1389 (279/295).
 with
 
 tumors as (
-    select * from {{ ref('stg_registry__tumors') }}
+    select * from {{ ref('int_tumors_current') }}
 ),
 
 technical_success as (

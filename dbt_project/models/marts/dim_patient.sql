@@ -2,22 +2,10 @@
 -- first procedure, number of procedures and overall survival. Keyed by the pseudonymous
 -- patient_key; no MRN, name or birth date. Registry patients without a live procedure are not
 -- part of the cohort and stay in staging.
--- Incremental by comparison (macro rows_changed; no column beyond the contract): the model is
--- computed whole, only new or changed patients are written (delete+insert); the post-hook
--- deletes patients that left the cohort.
-{{ config(
-    materialized='incremental',
-    unique_key='patient_key',
-    incremental_strategy='delete+insert',
-    on_schema_change='fail',
-    post_hook="{{ delete_stale_keys('patient_key',
-        'select patient_key from ' ~ ref('int_patient_first_procedure')) }}"
-) }}
-
 with
 
 patients as (
-    select * from {{ ref('stg_registry__patients') }}
+    select * from {{ ref('int_patients_current') }}
 ),
 
 first_procedures as (
@@ -42,4 +30,4 @@ final as (
     inner join survival on first_procedures.patient_key = survival.patient_key
 )
 
-{{ rows_changed('final') }}
+select * from final

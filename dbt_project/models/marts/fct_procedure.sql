@@ -1,21 +1,9 @@
 -- One row per cryoablation session with its size group and 30-day adverse-event outcome; the
 -- unit of analysis for adverse events in Glazer et al. AJR 2017.
--- Incremental by comparison (macro rows_changed; no column beyond the contract): the model is
--- computed whole, only new or changed procedures are written (delete+insert); the post-hook
--- deletes removed procedures.
-{{ config(
-    materialized='incremental',
-    unique_key='procedure_key',
-    incremental_strategy='delete+insert',
-    on_schema_change='fail',
-    post_hook="{{ delete_stale_keys('procedure_key',
-        'select procedure_key from ' ~ ref('stg_registry__procedures')) }}"
-) }}
-
 with
 
 procedures as (
-    select * from {{ ref('stg_registry__procedures') }}
+    select * from {{ ref('int_procedures_current') }}
 ),
 
 sizes as (
@@ -46,4 +34,4 @@ final as (
     left join adverse_events on procedures.procedure_key = adverse_events.procedure_key
 )
 
-{{ rows_changed('final') }}
+select * from final

@@ -1,27 +1,35 @@
--- Current live version of each adverse event, typed. The free-text description stays in
--- staging (it may hold identifiers) and is not carried into the marts.
-{{ config(unique_key='event_key') }}
+-- An adverse_events.csv row checked against the extract contract (its problems in _problems),
+-- typed. One row per ledger row (every version, every night, bad rows too), so that the
+-- registry's rules downstream are functions of it. Incremental by appending the ledger rows
+-- landed since the last build: each row's checks involve only its own file, which a run lands
+-- whole.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail'
+) }}
 
 with
 
-current_rows as (
-    {{ current_version(source('registry', 'adverse_events'), 'event_id') }}
+checked as (
+    {{ checked_ledger_rows('adverse_events') }}
 ),
 
-renamed as (
+typed as (
     select
         event_id as event_key,
         procedure_id as procedure_key,
-        cast(onset_date as date) as onset_date,
-        cast(ctcae_grade as integer) as ctcae_grade,
+        {{ parsed_date('onset_date') }} as onset_date,
+        cast({{ parsed_number('ctcae_grade', 'integer') }} as integer) as ctcae_grade,
         description,
+        _is_deleted,
+        _problems,
         _extract_date,
         _source_file,
         _source_line,
-        _id_loaded_at as _loaded_at,
-        {{ build_time() }} as _built_at,
-        _is_deleted
-    from current_rows
+        _run_id,
+        _loaded_at
+    from checked
 )
 
-select * from renamed
+select * from typed

@@ -1,26 +1,35 @@
--- Current live version of each follow-up imaging read, typed, codes canonical.
-{{ config(unique_key='imaging_key') }}
+-- An imaging.csv row (a follow-up read of one tumor) checked against the extract contract (its
+-- problems in _problems), typed, codes canonical. One row per ledger row (every version, every
+-- night, bad rows too), so that the registry's rules downstream are functions of it. Incremental
+-- by appending the ledger rows landed since the last build: each row's checks involve only its
+-- own file, which a run lands whole.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail'
+) }}
 
 with
 
-current_rows as (
-    {{ current_version(source('registry', 'imaging'), 'imaging_id') }}
+checked as (
+    {{ checked_ledger_rows('imaging') }}
 ),
 
-renamed as (
+typed as (
     select
         imaging_id as imaging_key,
         tumor_id as tumor_key,
-        cast(imaging_date as date) as imaging_date,
-        upper(modality) as modality,
-        lower(finding) as finding,
+        {{ parsed_date('imaging_date') }} as imaging_date,
+        {{ canonical_code('imaging', 'modality') }} as modality,
+        {{ canonical_code('imaging', 'finding') }} as finding,
+        _is_deleted,
+        _problems,
         _extract_date,
         _source_file,
         _source_line,
-        _id_loaded_at as _loaded_at,
-        {{ build_time() }} as _built_at,
-        _is_deleted
-    from current_rows
+        _run_id,
+        _loaded_at
+    from checked
 )
 
-select * from renamed
+select * from typed

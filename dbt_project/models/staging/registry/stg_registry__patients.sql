@@ -1,28 +1,36 @@
--- Current live version of each patient. The MRN is replaced by its keyed hash (patient_key);
--- the name stops here; birth_date stays in staging only (int_patient_first_procedure turns it
--- into an age).
-{{ config(unique_key='patient_key') }}
+-- A patients.csv row checked against the extract contract (its problems in _problems), typed,
+-- codes canonical, the MRN also as its keyed hash (patient_key). One row per ledger row (every
+-- version, every night, bad rows too), so that the registry's rules downstream are functions of
+-- it. Incremental by appending the ledger rows landed since the last build: each row's checks
+-- involve only its own file, which a run lands whole.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail'
+) }}
 
 with
 
-current_rows as (
-    {{ current_version(source('registry', 'patients'), 'patient_mrn') }}
+checked as (
+    {{ checked_ledger_rows('patients') }}
 ),
 
-renamed as (
+typed as (
     select
+        patient_mrn,
         {{ pseudonymize('patient_mrn') }} as patient_key,
-        upper(sex) as sex,
-        cast(birth_date as date) as birth_date,
-        cast(death_date as date) as death_date,
-        cast(last_contact_date as date) as last_contact_date,
+        {{ canonical_code('patients', 'sex') }} as sex,
+        {{ parsed_date('birth_date') }} as birth_date,
+        {{ parsed_date('death_date') }} as death_date,
+        {{ parsed_date('last_contact_date') }} as last_contact_date,
+        _is_deleted,
+        _problems,
         _extract_date,
         _source_file,
         _source_line,
-        _id_loaded_at as _loaded_at,
-        {{ build_time() }} as _built_at,
-        _is_deleted
-    from current_rows
+        _run_id,
+        _loaded_at
+    from checked
 )
 
-select * from renamed
+select * from typed

@@ -1,28 +1,37 @@
--- Current live version of each cryoablation session, typed, codes canonical, the patient's MRN
--- replaced by the same keyed hash as in stg_registry__patients.
-{{ config(unique_key='procedure_key') }}
+-- A procedures.csv row checked against the extract contract (its problems in _problems), typed,
+-- codes canonical, the patient's MRN also as its keyed hash (patient_key). One row per ledger row
+-- (every version, every night, bad rows too), so that the registry's rules downstream are
+-- functions of it. Incremental by appending the ledger rows landed since the last build: each
+-- row's checks involve only its own file, which a run lands whole.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail'
+) }}
 
 with
 
-current_rows as (
-    {{ current_version(source('registry', 'procedures'), 'procedure_id') }}
+checked as (
+    {{ checked_ledger_rows('procedures') }}
 ),
 
-renamed as (
+typed as (
     select
         procedure_id as procedure_key,
+        patient_mrn,
         {{ pseudonymize('patient_mrn') }} as patient_key,
-        cast(procedure_date as date) as procedure_date,
-        upper(guidance) as guidance,
-        lower(anesthesia) as anesthesia,
-        cast(probe_count as integer) as probe_count,
+        {{ parsed_date('procedure_date') }} as procedure_date,
+        {{ canonical_code('procedures', 'guidance') }} as guidance,
+        {{ canonical_code('procedures', 'anesthesia') }} as anesthesia,
+        cast({{ parsed_number('probe_count', 'integer') }} as integer) as probe_count,
+        _is_deleted,
+        _problems,
         _extract_date,
         _source_file,
         _source_line,
-        _id_loaded_at as _loaded_at,
-        {{ build_time() }} as _built_at,
-        _is_deleted
-    from current_rows
+        _run_id,
+        _loaded_at
+    from checked
 )
 
-select * from renamed
+select * from typed

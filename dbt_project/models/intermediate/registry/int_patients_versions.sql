@@ -1,0 +1,18 @@
+-- Rule: every counted, row-valid version of each patient with its verdict (current,
+-- superseded, deleted). A patient has no parent, so no version breaks a reference rule.
+-- Source: docs/extract-contract.md ("Identity and versions").
+with
+
+judged as (
+    select
+        counted.*,
+        cast(null as struct(col varchar, val varchar, code varchar, msg varchar))
+            as _reference_problem
+    from ({{ counted_rows(ref('stg_registry__patients')) }}) as counted
+),
+
+verdicts as (
+    {{ version_verdicts('judged', 'patient_key') }}
+)
+
+select * from verdicts  -- noqa: AM04

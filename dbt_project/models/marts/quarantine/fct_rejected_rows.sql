@@ -1,0 +1,88 @@
+-- Rule: a counted ledger row is quarantined when it has a problem of its own (its staging
+-- row's _problems: contract, duplicate id) or when it is a version later than its id's current
+-- one that breaks a reference rule (orphan, impossible date against its parent). One row per
+-- quarantined ledger row with every problem it has; the registry's store only (raw values,
+-- MRNs). Source: docs/extract-contract.md ("Bad input").
+{{ config(alias='rejected_rows') }}
+
+with
+
+runs as (
+    select * from {{ ref('stg_registry__run_events') }}
+    where is_counted
+),
+
+{%- set tables = [
+    ('patients', 'patient_mrn', 'patient_key'),
+    ('procedures', 'procedure_key', 'patient_key'),
+    ('tumors', 'tumor_key', 'null'),
+    ('imaging', 'imaging_key', 'null'),
+    ('adverse_events', 'event_key', 'null'),
+] %}
+
+own_problems as (
+    {%- for table, id_column, patient_key in tables %}
+        select
+            '{{ table }}' as entity,
+            rows_.{{ id_column }} as record_id,
+            {{ 'rows_.' ~ patient_key if patient_key != 'null' else 'cast(null as varchar)' }},
+            rows_._problems as problems,
+            rows_._run_id,
+            rows_._extract_date,
+            rows_._source_file,
+            rows_._source_line
+        from {{ ref('stg_registry__' ~ table) }} as rows_
+        inner join runs on rows_._run_id = runs.run_id
+        where len(rows_._problems) > 0
+        {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
+),
+
+reference_problems as (
+    {%- for table, id_column, patient_key in tables %}
+        select
+            '{{ table }}' as entity,
+            versions.{{ id_column }} as record_id,
+            {{ 'versions.' ~ patient_key if patient_key != 'null' else 'cast(null as varchar)' }},
+            [versions._reference_problem] as problems,
+            versions._run_id,
+            versions._extract_date,
+            versions._source_file,
+            versions._source_line
+        from {{ ref('int_' ~ table ~ '_versions') }} as versions
+        where versions._verdict = 'quarantined'
+        {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
+),
+
+rejected as (
+    select * from own_problems
+    union all
+    select * from reference_problems
+),
+
+shaped as (
+    select
+        rejected._run_id as run_id,
+        strftime(rejected._extract_date, '%Y-%m-%d') as extract,  -- noqa: RF04
+        rejected._source_file as file,  -- noqa: RF04
+        rejected._source_line as line,  -- noqa: RF04
+        rejected.entity,
+        rejected.record_id,
+        rejected.patient_key,
+        rejected.problems[1].col as column_name,
+        rejected.problems[1].val as raw_value,
+        rejected.problems[1].code as reason_code,
+        array_to_string(
+            list_transform(
+                rejected.problems,
+                lambda found: found.col || ': ' || found.msg
+                || coalesce(' ''' || found.val || '''', '')
+            ),
+            '; '
+        ) as reason,
+        rejected.problems
+    from rejected
+)
+
+select * from shaped
