@@ -208,7 +208,10 @@ def bench_size(
         res["rows_total"] = sum(res["rows"].values())
         m["rows_per_s"] = res["rows_total"] / m["wall_s"] if m["wall_s"] else None
         res["pipeline"] = clean(m)
+        res["slowest_nodes"] = metrics.get("run", {}).get("dbt", {}).get("slowest_nodes", [])
         res["warehouse_mib"] = wh.stat().st_size / 2**20
+        store = wh.with_name(f"{wh.stem}.store{wh.suffix}")
+        res["store_mib"] = store.stat().st_size / 2**20 if store.exists() else None
         diffs = compare(metrics, json.loads(ref_json.read_text()))
         res["metrics_match"], res["metrics_diffs"] = not diffs, diffs[:20]
         res["ratio_pipeline_reference"] = m["wall_s"] / res["reference"]["wall_s"]
@@ -224,6 +227,11 @@ def bench_size(
             m["rows"], m["folder"] = rows, folder.name
             res["delta"] = clean(m)
             res["ratio_delta_full"] = m["wall_s"] / res["pipeline"]["wall_s"]
+            res["ratio_delta_reference"] = m["wall_s"] / res["reference"]["wall_s"]
+            delta_metrics = json.loads((out / "metrics.json").read_text())
+            res["delta_slowest_nodes"] = (
+                delta_metrics.get("run", {}).get("dbt", {}).get("slowest_nodes", [])
+            )
             step("reference_delta", [PYTHON, str(HERE / "reference.py"), str(extracts),
                                      str(ref_json)])  # fmt: skip
             diffs = compare(
@@ -404,6 +412,17 @@ def render(results: dict) -> str:
             if cells:
                 joined = [" / ".join(c) for c in zip(*cells, strict=True)]
                 lines.append(f"| {r['size']} | " + " | ".join(joined) + " |")
+        for r in run["sizes"]:
+            full, night = r.get("slowest_nodes") or [], r.get("delta_slowest_nodes") or []
+            if full:
+                lines += ["", f"Slowest dbt nodes at {r['size']} (s, dbt's own timing): full build"
+                          + (" / delta night" if night else ""), ""]  # fmt: skip
+                by_name = {n["name"]: n["seconds"] for n in night}
+                lines += [
+                    f"- {n['name']}: {n['seconds']:.2f}"
+                    + (f" / {by_name[n['name']]:.2f}" if n["name"] in by_name else "")
+                    for n in full[:8]
+                ]
         for r in run["sizes"]:
             if m := r.get("pipeline_server"):
                 lines.append(

@@ -200,6 +200,9 @@ def test_file_level_problems_stop_the_run_and_keep_the_warehouse(runs, tmp_path)
                           + "MRN1,F,1950-01-01\n" * 2000 + "MRN2,\xe9,1950-01-01\n"},
         "empty_root": None,
         "over_limit": {"imaging.csv": "\n".join([imaging[0], *bad_codes]) + "\n"},
+        "impossible_folder_date": {},
+        "duplicate_column": {"patients.csv": "patient_mrn,sex,SEX,birth_date\n"
+                             "MRN1,F,F,1950-01-01\n"},
     }  # fmt: skip
     expected = {
         "missing_column": "2015-01-01/tumors.csv: missing required column diameter_mm",
@@ -207,7 +210,9 @@ def test_file_level_problems_stop_the_run_and_keep_the_warehouse(runs, tmp_path)
         "not_utf8_deep": "2015-01-01/patients.csv: not a valid UTF-8 CSV file",
         "empty_root": "holds no extract folder",
         "over_limit": "2015-01-01/imaging.csv: 5 of 20 rows quarantined (25.0%), above the "
-        "limit of 5.0%",
+        "limit of 5.0% (CRYOREG_QUARANTINE_LIMIT)",
+        "impossible_folder_date": "2015-13-45: extract folder named like a date that does not",
+        "duplicate_column": "2015-01-01/patients.csv: column sex appears more than once",
     }
     target = published / "warehouse" / "cryoreg.duckdb"
     before = target.read_bytes(), (published / "out" / "metrics.json").read_bytes()
@@ -216,7 +221,7 @@ def test_file_level_problems_stop_the_run_and_keep_the_warehouse(runs, tmp_path)
         root.mkdir()
         if files is not None:
             shutil.copytree(loaded, root / loaded.name)  # already loaded: skipped
-            night = root / "2015-01-01"
+            night = root / ("2015-13-45" if case == "impossible_folder_date" else "2015-01-01")
             night.mkdir()
             for name, content in files.items():
                 data = content if isinstance(content, bytes) else content.encode("latin-1")
@@ -236,3 +241,46 @@ def test_file_level_problems_stop_the_run_and_keep_the_warehouse(runs, tmp_path)
         assert (target.read_bytes(), (published / "out" / "metrics.json").read_bytes()) == before
         leftovers = [p.name for p in target.parent.iterdir() if "building" in p.name]
         assert leftovers == [], case
+
+
+def test_malformed_lines_and_huge_values_are_rows_not_files(runs, tmp_path):
+    """A line with too many or too few fields is quarantined as malformed_row at its own line
+    (counted against the file's limit), the lines after it keep their numbers, a 17 MB value
+    loads (and fails its code check), and a folder that is not an extract is named as ignored."""
+    site = tmp_path / "site"
+    shutil.copytree(runs[(RATES[0], "clean")], site)
+    imaging = (site / "extracts" / "2014-12-31" / "imaging.csv").read_text().splitlines()
+    header, rows = imaging[0], imaging[1:41]
+    rows[4] += ",extra"  # line 6
+    rows[8] = ",".join(rows[8].split(",")[:2])  # line 10
+    rows[12] = ",".join(rows[12].split(",")[:4] + ['"' + "x" * (17 * 2**20) + '"'])  # line 14
+    night = site / "extracts" / "2015-01-01"
+    night.mkdir()
+    (night / "imaging.csv").write_text("\n".join([header, *rows]) + "\n")
+    (site / "extracts" / "latest").mkdir()
+    proc = run_cryoreg("run", cwd=site, env={"CRYOREG_QUARANTINE_LIMIT": "0.2", **SLOW_MACHINE})
+    assert "latest: not an extract folder (YYYY-MM-DD), ignored" in proc.stdout
+    with store(site) as con:
+        held = con.execute(
+            "select line, reason_code, reason from quarantine.rejected_rows "
+            "where file = '2015-01-01/imaging.csv' order by line"
+        ).fetchall()
+        (read, loaded, quarantined) = con.execute(
+            "select rows_read, rows_loaded, rows_quarantined from audit.file_accounting "
+            "where file = '2015-01-01/imaging.csv'"
+        ).fetchone()
+        lines = {
+            line
+            for (line,) in con.execute(
+                "select _source_line from raw.imaging where _source_file = '2015-01-01/imaging.csv'"
+            ).fetchall()
+        }
+    assert [(line, code) for line, code, _ in held] == [
+        (6, "malformed_row"),
+        (10, "malformed_row"),
+        (14, "unknown_code"),
+    ]
+    assert "Expected Number of Columns: 5 Found: 6" in held[0][2]
+    assert "Found: 2" in held[1][2]
+    assert (read, loaded, quarantined) == (40, 37, 3)
+    assert lines == set(range(2, 42))  # every line of the file, each once

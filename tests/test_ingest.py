@@ -132,8 +132,8 @@ def test_changed_folder_after_load_is_an_error(tmp_path):
             r"2014-12-31/patients.csv: not .*UTF-8",
         ),
         (
-            {"patients.csv": "patient_mrn,sex,birth_date\nMRN1,F,1950-01-01,extra,fields\n"},
-            r"2014-12-31/patients.csv: not a valid UTF-8 CSV file",
+            {"patients.csv": "patient_mrn,sex,Sex ,birth_date\nMRN1,F,F,1950-01-01\n"},
+            r"2014-12-31/patients.csv: column sex appears more than once",
         ),
     ],
 )
@@ -185,3 +185,29 @@ def test_numbers_must_be_written_as_numbers(tmp_path):
         ("T2", "not_a_number"),
         ("T3", "not_a_number"),
     }
+
+
+def test_too_little_disk_space_fails_early_naming_the_space_needed(tmp_path):
+    from cryoreg.publish import DiskSpaceError, ensure_free_space
+
+    with pytest.raises(DiskSpaceError, match=r"MiB free, the published file needs about") as info:
+        ensure_free_space(tmp_path, 2**60, "the published file")
+    assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+    ensure_free_space(tmp_path, 1, "a byte")  # enough: nothing raised
+
+
+def test_a_line_with_the_wrong_field_count_is_a_quarantined_row(tmp_path):
+    write_extract(
+        tmp_path / "ex",
+        "2014-12-31",
+        {"patients.csv": PATIENTS + "MRN3,,F,1950-01-01,extra\nMRN4,Dee\nMRN5,,M,1970-01-01\n"},
+    )
+    result, rejected = _ingest(tmp_path / "ex", tmp_path / "w.duckdb")
+    assert [(r[1], r[3], r[5]) for r in rejected] == [
+        (4, "_row", "malformed_row"),
+        (5, "_row", "malformed_row"),
+    ]
+    assert rejected[0][4] == "MRN3,,F,1950-01-01,extra"  # the line as received
+    assert "Expected Number of Columns: 4 Found: 5" in rejected[0][6]
+    [acc] = result.files
+    assert (acc.read, acc.loaded, acc.quarantined) == (5, 3, 2)

@@ -48,7 +48,9 @@
         _source_file,
         _source_line,
         _run_id,
-        _loaded_at
+        _loaded_at,
+        _raw_text,
+        _read_error
     from {{ source('registry', name) }}
     {%- if is_incremental() %}
     where _loaded_at > (
@@ -146,11 +148,16 @@
         {%- do tests.append(problem(id_column, id_column, 'duplicate_id',
             'duplicate id in file (a later row replaces it)', '_source_line < _dup_last')) -%}
     {%- endif -%}
-    {%- if tests -%}
-        list_filter([{{ tests | join(',\n') }}], lambda found: found is not null)
-    {%- else -%}
-        []
-    {%- endif -%}
+    {%- set malformed = problem('_row', '_raw_text', 'malformed_row', "' || _read_error || '",
+        '_read_error is not null') -%}
+    case
+        when _read_error is not null then [{{ malformed }}]
+        {%- if tests %}
+        else list_filter([{{ tests | join(',\n') }}], lambda found: found is not null)
+        {%- else %}
+        else []
+        {%- endif %}
+    end
 {%- endmacro %}
 
 {#- A date in ISO form (YYYY-MM-DD), or null when the text is not one. -#}
@@ -184,11 +191,13 @@
     end
 {%- endmacro %}
 
-{#- The names of the columns of one table that identify a person (quoted, for `in`). -#}
+{#- The names of the columns of one table that identify a person (quoted, for `in`), and
+    '_row' (a malformed line's whole text) when it has any. -#}
 {% macro identifying_columns(name) -%}
     {%- set found = ["''"] -%}
     {%- for column, meta in registry_columns(name) if meta.get('identifies') -%}
         {%- do found.append("'" ~ column ~ "'") -%}
     {%- endfor -%}
+    {%- if found | length > 1 -%}{%- do found.append("'_row'") -%}{%- endif -%}
     {{ return(found | join(', ')) }}
 {%- endmacro %}

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 
+from cryoreg.publish import ensure_free_space
 from cryoreg.registry import BY_NAME, FILES, ExtractFile
 
 EXTRACT_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -110,8 +111,11 @@ def ensure_store(con: duckdb.DuckDBPyConnection) -> None:
         cols = ", ".join(f"{_ident(c)} varchar" for c in spec.column_names)
         con.execute(
             f"create table if not exists raw.{spec.entity} ({cols}, _extract_date date, "
-            "_source_file varchar, _source_line bigint, _run_id varchar, _loaded_at timestamp)"
+            "_source_file varchar, _source_line bigint, _run_id varchar, _loaded_at timestamp, "
+            "_raw_text varchar, _read_error varchar)"
         )
+        for added in ("_raw_text", "_read_error"):  # a ledger from before malformed lines
+            con.execute(f"alter table raw.{spec.entity} add column if not exists {added} varchar")
     con.execute(
         """create table if not exists raw.run_events (
             run_id varchar, event varchar, event_at timestamp)"""
@@ -210,23 +214,90 @@ def _land_file(
     positional = {f"c{i}": "VARCHAR" for i in range(len(header))}
     by_name = {name: f"c{i}" for i, name in enumerate(header)}
     select = ", ".join(by_name.get(c, "null") + f" as {_ident(c)}" for c in spec.column_names)
+    target = f"raw.{spec.entity} ({', '.join(map(_ident, spec.column_names))}, {LINEAGE})"
+
+    def lineage(line: str) -> str:
+        return f"date {_sql_str(extract)}, {_sql_str(label)}, {line}, {_sql_str(run_id)}, ?"
+
+    def reader(more: str = "") -> str:
+        return f"""read_csv({_sql_str(str(path))}, header = false, skip = 1,
+            auto_detect = false, delim = ',', quote = '"', escape = '"', columns = {positional},
+            strict_mode = true, null_padding = false, max_line_size = {MAX_LINE_BYTES}{more})"""
+
     reason = None
     try:
         (account.read,) = con.execute(
-            f"""insert into raw.{spec.entity}
-            select {select}, date {_sql_str(extract)}, {_sql_str(label)},
-                   row_number() over () + 1, {_sql_str(run_id)}, ?
-            from read_csv({_sql_str(str(path))}, header = false, skip = 1,
-                          auto_detect = false, delim = ',', quote = '"', escape = '"',
-                          columns = {positional}, strict_mode = true, null_padding = false,
-                          max_line_size = {MAX_LINE_BYTES})""",
+            f"insert into {target} select {select}, "
+            + lineage("row_number() over () + 1")
+            + " from "
+            + reader(),
             [loaded_at],
         ).fetchone()
     except duckdb.Error as exc:
         reason = _csv_reason(str(exc))
+    if reason is not None and ROW_SHAPE in reason:
+        reason = _land_with_malformed_rows(con, spec, target, select, lineage, reader, loaded_at)
+        account.read = con.execute(
+            f"select count(*) from raw.{spec.entity} where _source_file = ? and _run_id = ?",
+            [label, run_id],
+        ).fetchone()[0]
     if reason is not None:  # raised outside the except block (no frames holding the connection)
         raise RegistryInputError(f"{label}: not a valid UTF-8 CSV file: {reason}")
     return account
+
+
+LINEAGE = "_extract_date, _source_file, _source_line, _run_id, _loaded_at"
+ROW_SHAPE = "Expected Number of Columns"  # the reader's words for a wrong field count
+SHAPE_ERRORS = ("MISSING COLUMNS", "TOO MANY COLUMNS")
+
+
+def _land_with_malformed_rows(
+    con: duckdb.DuckDBPyConnection,
+    spec: ExtractFile,
+    target: str,
+    select: str,
+    lineage,
+    reader,
+    at: datetime,
+) -> str | None:
+    """A file with lines whose field count is wrong: the well-formed rows land as usual, each
+    malformed line lands as a row of its own with its text and the reader's reason (staging
+    quarantines it as malformed_row). Any other reader error is still the file's, returned.
+
+    The reader skips the malformed lines; the well-formed rows keep their line numbers by
+    taking, in order, the lines no malformed line holds.
+    """
+    con.execute("drop table if exists reject_errors; drop table if exists reject_scans")
+    con.execute(
+        f"""create or replace temp table landing as
+        select row_number() over () as _k, {select}
+        from {reader(", store_rejects = true, ignore_errors = true")}"""
+    )
+    other = con.execute(
+        "select error_message from reject_errors where error_type not in ? limit 1",
+        [list(SHAPE_ERRORS)],
+    ).fetchone()
+    if other:
+        return _csv_reason(other[0])
+    con.execute(
+        f"""insert into {target}
+        with bad as (select distinct line from reject_errors),
+        lines as (
+            select l.range as line, row_number() over (order by l.range) as _k
+            from range(2, (select count(*) from landing) + (select count(*) from bad) + 2) l
+            where l.range not in (select line from bad))
+        select landing.* exclude (_k), {lineage("lines.line")}
+        from landing join lines using (_k)""",
+        [at],
+    )
+    con.execute(
+        f"""insert into {target.replace(f"{LINEAGE})", f"{LINEAGE}, _raw_text, _read_error)")}
+        select {", ".join(["null"] * len(spec.column_names))},
+               {lineage("line")}, csv_line, error_type || ': ' || error_message
+        from (select distinct on (line) * from reject_errors order by line)""",
+        [at],
+    )
+    return None
 
 
 def _csv_reason(message: str) -> str:
@@ -251,6 +322,14 @@ def ingest(
     already = _check_load_log(con, extracts)
     result = IngestResult(run_id, extracts, [], [], [], warnings)
     loaded_at = loaded_at or datetime.now()
+    new = [e for e in extracts if e.name not in already]
+    if new:  # the ledger and its staging grow by about three times the text they land
+        (store,) = con.execute(
+            "select path from duckdb_databases() where database_name = current_database()"
+        ).fetchone()
+        size = sum(p.stat().st_size for e in new for p in e.path.iterdir() if p.is_file())
+        if store:
+            ensure_free_space(Path(store).parent, 3 * size, "landing the new extracts")
     begin_run(con, run_id)
     for ext in extracts:
         if ext.name in already:

@@ -220,6 +220,7 @@ def run_block(result: ingest.IngestResult, run_id: str, started: datetime) -> di
             }
             for e in result.extracts
         ],
+        "warnings": list(result.warnings),
         "files": [
             {
                 "extract": a.extract,
@@ -262,12 +263,12 @@ def _night(
     """The stages, in order, with the warehouse's run lock held."""
     publish.discard_leftovers(paths)
     candidate = paths.candidate(run_id)
-    staged_out = publish.staging_out_dir(paths, run_id)
+    out_existed = paths.out.exists()
+    staged_out = paths.out / f".run-{run_id}"  # created when the first output is written
     try:
         landed = ingest_stage(paths, run_id)
         if nothing_new(paths, landed, key, full_refresh):
             get_run_logger().info("nothing new: no extract folder to load; nothing published")
-            publish.discard_staged_out(staged_out)
             _end(paths, run_id, "nothing_new")
             return {
                 "metrics": None,
@@ -277,6 +278,7 @@ def _night(
                 "skipped": landed.skipped,
             }
         dbt_summary = transform_stage(paths.store, key, full_refresh)
+        staged_out.mkdir(parents=True)
         data_quality = quality_stage(paths, run_id, landed, dbt_summary, staged_out)
         publish.build_candidate(paths, run_id)
         metrics = analyze_stage(candidate)
@@ -287,6 +289,8 @@ def _night(
             "passed": dbt_summary.passed,
             "warned": dbt_summary.warned,
             "full_refresh": dbt_summary.full_refresh,
+            # where the build's time goes (dbt's own timing of each node), slowest first
+            "slowest_nodes": slowest_nodes(dbt_summary.results),
         }
         report_stage(candidate, metrics, staged_out)
         published = publish_stage(paths, candidate, staged_out, run_id)
@@ -294,6 +298,8 @@ def _night(
     except BaseException:
         publish.discard(candidate)
         publish.discard_staged_out(staged_out)
+        if not out_existed and paths.out.is_dir() and not any(paths.out.iterdir()):
+            paths.out.rmdir()  # a failed first night leaves no empty folder behind
         _end(paths, run_id, "failed")
         raise
     return {
@@ -301,6 +307,12 @@ def _night(
         "published": [str(p) for p in published],
         "warehouse": str(paths.warehouse),
     }
+
+
+def slowest_nodes(results: list[dict], keep: int = 12) -> list[dict]:
+    """dbt's own timing of each node, slowest first: where a build's time goes."""
+    timed = sorted(results, key=lambda r: -(r["execution_time"] or 0.0))[:keep]
+    return [{"name": r["name"], "seconds": round(r["execution_time"] or 0.0, 3)} for r in timed]
 
 
 def nothing_new(

@@ -45,9 +45,27 @@ def open_store(paths: RunPaths) -> duckdb.DuckDBPyConnection:
     return con
 
 
+class DiskSpaceError(RuntimeError):
+    """Not enough free space for a file a run must write: fail before writing it."""
+
+
+def ensure_free_space(folder: Path, needed: int, what: str) -> None:
+    """Fail early, naming the space needed, rather than halfway through writing a file."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DiskSpaceError(
+            f"{folder}: {free / 2**20:,.0f} MiB free, {what} needs about "
+            f"{needed / 2**20:,.0f} MiB; free some space and run again"
+        )
+
+
 def build_candidate(paths: RunPaths, run_id: str) -> Path:
     """Write the analysts' file for this run from the store, under the run's own name."""
     candidate = paths.candidate(run_id)
+    # the new file is about as large as the last one (or a quarter of the store, the first time)
+    last = paths.warehouse.stat().st_size if paths.warehouse.exists() else 0
+    guess = last or paths.store.stat().st_size // 4
+    ensure_free_space(candidate.parent, int(guess * 1.2) + 16 * 2**20, "the published file")
     discard(candidate)
     con = duckdb.connect(str(candidate))
     try:
@@ -60,13 +78,6 @@ def build_candidate(paths: RunPaths, run_id: str) -> Path:
     finally:
         con.close()
     return candidate
-
-
-def staging_out_dir(paths: RunPaths, run_id: str) -> Path:
-    """Outputs are written here first and moved into place only after the warehouse is."""
-    staged = paths.out / f".run-{run_id}"
-    staged.mkdir(parents=True)
-    return staged
 
 
 def publish(paths: RunPaths, candidate: Path, staged_out: Path) -> list[Path]:

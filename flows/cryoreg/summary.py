@@ -33,6 +33,7 @@ def render(result: dict, seconds: float) -> str:
             lines.append(f"{f['file']:<34}{f['read']:>10}{f['loaded']:>10}{f['quarantined']:>13}")
     else:
         lines.append("no new extract folder: nothing loaded (re-run of a loaded night)")
+    lines += [f"note: {w}" for w in metrics.get("run", {}).get("warnings", [])]
     cohort = metrics["cohort"]
     te, ltp, ae = (
         metrics["technique_efficacy"],

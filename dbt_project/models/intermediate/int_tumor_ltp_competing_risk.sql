@@ -6,7 +6,8 @@
 -- ltp_time_years. death_time_years = (death date - procedure date) / 365.25.
 -- Source: docs/outcome-definitions.md (LTP, years = days / 365.25); Aalen-Johansen cumulative
 -- incidence as in Putter et al. Stat Med 2007;26:2389-2430 (competing risks: tutorial in
--- biostatistics).
+-- biostatistics). It carries the tumor's progression (int_tumor_ltp_event) along, so that the
+-- tumor mart reads progression and competing risk from one place.
 with
 
 progression as (
@@ -21,7 +22,9 @@ with_death as (
     select
         progression.tumor_key,
         progression.ltp_event,
+        progression.ltp_date,
         progression.ltp_time_years,
+        progression.follow_up_years,
         survival.died as patient_died,
         case
             when survival.died
@@ -37,6 +40,10 @@ with_death as (
 outcome as (
     select
         tumor_key,
+        ltp_event,
+        ltp_date,
+        ltp_time_years,
+        follow_up_years,
         patient_died,
         death_time_years,
         case

@@ -23,10 +23,6 @@ technique_efficacy as (
     select * from {{ ref('int_tumor_technique_efficacy_study') }}
 ),
 
-progression as (
-    select * from {{ ref('int_tumor_ltp_event') }}
-),
-
 competing as (
     select * from {{ ref('int_tumor_ltp_competing_risk') }}
 ),
@@ -50,10 +46,10 @@ final as (
         technique_efficacy.te_evaluable,
         technique_efficacy.te_study_date,
         technique_efficacy.te_success,
-        progression.ltp_event,
-        progression.ltp_date,
-        progression.ltp_time_years,
-        progression.follow_up_years,
+        competing.ltp_event,
+        competing.ltp_date,
+        competing.ltp_time_years,
+        competing.follow_up_years,
         competing.patient_died,
         competing.death_time_years,
         competing.ltp_competing_event,
@@ -63,7 +59,6 @@ final as (
     inner join sizes on tumors.tumor_key = sizes.tumor_key
     inner join technical_success on tumors.tumor_key = technical_success.tumor_key
     inner join technique_efficacy on tumors.tumor_key = technique_efficacy.tumor_key
-    left join progression on tumors.tumor_key = progression.tumor_key
     left join competing on tumors.tumor_key = competing.tumor_key
 )
 

@@ -1,6 +1,7 @@
--- Rule: every counted, row-valid version of each adverse event, judged against the current
--- procedures: a live version whose procedure does not exist is an orphan; the id's current
--- version is its latest version that passes (macro version_verdicts).
+-- Rule: every counted ledger row and, if it has no problem of its own, its version of each
+-- adverse event, judged against the current procedures: a live version whose procedure does not
+-- exist is an orphan; the id's current version is its latest version that passes (macro
+-- version_verdicts).
 -- Source: docs/extract-contract.md ("Bad input").
 with
 
@@ -16,7 +17,7 @@ judged as (
     select
         versions.*,
         case
-            when versions._is_deleted then null
+            when versions._is_deleted or len(versions._problems) > 0 then null
             when procedures.procedure_key is null
                 then {{ problem('procedure_id', 'versions.procedure_key', 'orphan',
                     'no such procedure_id in procedures', 'true') }}

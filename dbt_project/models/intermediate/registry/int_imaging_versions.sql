@@ -1,7 +1,8 @@
--- Rule: every counted, row-valid version of each imaging read, judged against the current
--- tumors: a live version whose tumor does not exist is an orphan, one dated before the
--- tumor's procedure an impossible date; the id's current version is its latest version that
--- passes (macro version_verdicts). Source: docs/extract-contract.md ("Bad input").
+-- Rule: every counted ledger row and, if it has no problem of its own, its version of each
+-- imaging read, judged against the current tumors: a live version whose tumor does not exist is
+-- an orphan, one dated before the tumor's procedure an impossible date; the id's current version
+-- is its latest version that passes (macro version_verdicts).
+-- Source: docs/extract-contract.md ("Bad input").
 with
 
 versions as (
@@ -16,7 +17,7 @@ judged as (
     select
         versions.*,
         case
-            when versions._is_deleted then null
+            when versions._is_deleted or len(versions._problems) > 0 then null
             when tumors.tumor_key is null
                 then {{ problem('tumor_id', 'versions.tumor_key', 'orphan',
                     'no such tumor_id in tumors', 'true') }}

@@ -1,5 +1,6 @@
--- Rule: every counted, row-valid version of each patient with its verdict (current,
--- superseded, deleted). A patient has no parent, so no version breaks a reference rule.
+-- Rule: every counted ledger row and, if it has no problem of its own, its version of each
+-- patient with its verdict (current, superseded, deleted). A patient has no parent, so no version
+-- breaks a reference rule.
 -- Source: docs/extract-contract.md ("Identity and versions").
 with
 

@@ -1,7 +1,8 @@
--- Rule: every counted, row-valid version of each procedure, judged against the current
--- patients: a live version whose patient does not exist is an orphan, one dated before its
--- patient's birth an impossible date; the id's current version is its latest version that
--- passes (macro version_verdicts). Source: docs/extract-contract.md ("Bad input").
+-- Rule: every counted ledger row and, if it has no problem of its own, its version of each
+-- procedure, judged against the current patients: a live version whose patient does not exist is
+-- an orphan, one dated before its patient's birth an impossible date; the id's current version is
+-- its latest version that passes (macro version_verdicts).
+-- Source: docs/extract-contract.md ("Bad input").
 with
 
 versions as (
@@ -16,7 +17,7 @@ judged as (
     select
         versions.*,
         case
-            when versions._is_deleted then null
+            when versions._is_deleted or len(versions._problems) > 0 then null
             when patients.patient_key is null
                 then {{ problem('patient_mrn', 'versions.patient_mrn', 'orphan',
                     'no such patient_mrn in patients', 'true') }}

@@ -1,16 +1,12 @@
 -- Rule: a counted ledger row is quarantined when it has a problem of its own (its staging
--- row's _problems: contract, duplicate id) or when it is a version later than its id's current
--- one that breaks a reference rule (orphan, impossible date against its parent). One row per
+-- row's _problems: contract, duplicate id, malformed line) or when it is a version later than
+-- its id's current one that breaks a reference rule (orphan, impossible date against its
+-- parent): the rows int_<table>_versions gives the verdict 'quarantined'. One row per
 -- quarantined ledger row with every problem it has; the registry's store only (raw values,
 -- MRNs). Source: docs/extract-contract.md ("Bad input").
 {{ config(alias='rejected_rows') }}
 
 with
-
-runs as (
-    select * from {{ ref('stg_registry__run_events') }}
-    where is_counted
-),
 
 {%- set tables = [
     ('patients', 'patient_mrn', 'patient_key'),
@@ -20,31 +16,17 @@ runs as (
     ('adverse_events', 'event_key', 'null'),
 ] %}
 
-own_problems as (
-    {%- for table, id_column, patient_key in tables %}
-        select
-            '{{ table }}' as entity,
-            rows_.{{ id_column }} as record_id,
-            {{ 'rows_.' ~ patient_key if patient_key != 'null' else 'cast(null as varchar)' }},
-            rows_._problems as problems,
-            rows_._run_id,
-            rows_._extract_date,
-            rows_._source_file,
-            rows_._source_line
-        from {{ ref('stg_registry__' ~ table) }} as rows_
-        inner join runs on rows_._run_id = runs.run_id
-        where len(rows_._problems) > 0
-        {% if not loop.last %}union all{% endif %}
-    {%- endfor %}
-),
-
-reference_problems as (
+rejected as (
     {%- for table, id_column, patient_key in tables %}
         select
             '{{ table }}' as entity,
             versions.{{ id_column }} as record_id,
-            {{ 'versions.' ~ patient_key if patient_key != 'null' else 'cast(null as varchar)' }},
-            [versions._reference_problem] as problems,
+            {{ 'versions.' ~ patient_key if patient_key != 'null' else 'cast(null as varchar)' }}
+                as patient_key,
+            case
+                when len(versions._problems) > 0 then versions._problems
+                else [versions._reference_problem]
+            end as problems,
             versions._run_id,
             versions._extract_date,
             versions._source_file,
@@ -53,12 +35,6 @@ reference_problems as (
         where versions._verdict = 'quarantined'
         {% if not loop.last %}union all{% endif %}
     {%- endfor %}
-),
-
-rejected as (
-    select * from own_problems
-    union all
-    select * from reference_problems
 ),
 
 shaped as (
