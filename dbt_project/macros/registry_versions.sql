@@ -18,49 +18,47 @@
     does). Versions later than it are quarantined, earlier ones superseded; an id whose current
     version is a deletion is deleted, one with no passing version has none.
     `judged`: a relation with `key`, _problems, _extract_date, _source_line, _is_deleted and
-    _reference_problem (null on rows with problems of their own). -#}
+    _reference_problem (null on rows with problems of their own). One hash aggregate per id
+    finds the current version, no sort of the versions. -#}
 {% macro version_verdicts(judged, key) -%}
     with
 
-    ranked as (
+    ordered as (
         select
             judged.*,
-            row_number() over (
-                partition by judged.{{ key }}
-                order by judged._extract_date desc, judged._source_line desc
-            ) as _version_rank
+            {{ version_order('judged._extract_date', 'judged._source_line') }} as _version_order
         from {{ judged }} as judged
-        where len(judged._problems) = 0
     ),
 
-    first_passing as (
+    current_versions as (
         select
             {{ key }},
-            min(_version_rank) as _current_rank
-        from ranked
-        where _reference_problem is null
+            max(_version_order) as _current_order
+        from ordered
+        where len(_problems) = 0 and _reference_problem is null
         group by {{ key }}
     )
 
     select
-        ranked.*,
+        ordered.*,
         case
-            when ranked._version_rank < coalesce(first_passing._current_rank, 2147483647)
-                then 'quarantined'
-            when ranked._version_rank = first_passing._current_rank and ranked._is_deleted
-                then 'deleted'
-            when ranked._version_rank = first_passing._current_rank then 'current'
-            else 'superseded'
+            when len(ordered._problems) > 0 then 'quarantined'
+            when current_versions._current_order is null then 'quarantined'
+            when ordered._version_order > current_versions._current_order then 'quarantined'
+            when ordered._version_order < current_versions._current_order then 'superseded'
+            when ordered._is_deleted then 'deleted'
+            else 'current'
         end as _verdict
-    from ranked
-    left join first_passing on ranked.{{ key }} = first_passing.{{ key }}
+    from ordered
+    left join current_versions on ordered.{{ key }} = current_versions.{{ key }}
+{%- endmacro %}
 
-    union all by name
-
-    select
-        judged.*,
-        cast(null as bigint) as _version_rank,
-        'quarantined' as _verdict
-    from {{ judged }} as judged
-    where len(judged._problems) > 0
+{#- A version's place in the order of versions, as one number: its extract date (YYYYMMDD),
+    then its line. -#}
+{% macro version_order(extract_date, line) -%}
+    (
+        extract(year from {{ extract_date }}) * 10000
+        + extract(month from {{ extract_date }}) * 100
+        + extract(day from {{ extract_date }})
+    ) * 10000000000 + {{ line }}
 {%- endmacro %}

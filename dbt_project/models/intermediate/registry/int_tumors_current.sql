@@ -1,6 +1,9 @@
 -- The registry's treated tumors: the current live version of each that passes the reference
 -- rules against the current procedures, with that procedure's date (the anchor its imaging
 -- reads may not precede). Source: docs/extract-contract.md.
+-- A view: a filter on the versions table, read by a few models; nothing to store twice.
+{{ config(materialized='view') }}
+
 with
 
 tumors as (
