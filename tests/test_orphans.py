@@ -6,6 +6,7 @@ stores (real ingest, real dbt build).
 
 from __future__ import annotations
 
+import duckdb
 import pytest
 
 from conftest import live_ids, live_rows, nights_in_runs, quarantined
@@ -158,3 +159,28 @@ def test_a_later_version_supersedes_an_orphan(tmp_path):
     assert by_night.sql(
         "select tumor_key from intermediate.int_imaging_current where imaging_key = 'I7'"
     ).fetchall() == [("T2",)]
+
+
+def test_the_quarantine_history_says_when_a_row_entered_and_left(tmp_path):
+    """After each published night the quarantine is recorded (quarantine.snp_rejected_rows):
+    I3, an orphan of night 1, left the quarantine when night 2 brought its tumor; I6 is still
+    held back (its stay is open)."""
+    import os
+
+    from cryoreg import transform
+
+    store = tmp_path / "nightly.duckdb"
+    _, con = nights_in_runs(store, TWO_NIGHTS, [[0]])
+    con.close()
+    transform.snapshot_quarantine(store, os.environ["CRYOREG_PSEUDONYM_KEY"])
+    _, con = nights_in_runs(store, TWO_NIGHTS, [[1]], first_run=1)
+    con.close()
+    transform.snapshot_quarantine(store, os.environ["CRYOREG_PSEUDONYM_KEY"])
+    with duckdb.connect(str(store), read_only=True) as con:
+        stays = dict(
+            con.execute(
+                "select record_id, bool_and(dbt_valid_to is not null) "
+                "from quarantine.snp_rejected_rows where record_id in ('I3', 'I6') group by 1"
+            ).fetchall()
+        )
+    assert stays == {"I3": True, "I6": False}

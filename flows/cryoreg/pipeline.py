@@ -190,6 +190,17 @@ def publish_stage(
     return published
 
 
+@task(name="quarantine history", cache_policy=NO_CACHE)
+def history_stage(store: Path, key: str) -> None:
+    """Record the published night's quarantine in its history (quarantine.snp_rejected_rows).
+    The night is published already: a failure here is a warning, and the next night's
+    snapshot records the rows still held back then."""
+    try:
+        transform.snapshot_quarantine(store, key)
+    except transform.TransformError as exc:
+        get_run_logger().warning("%s", exc)
+
+
 def code_version() -> str:
     """The package version plus the git commit when run from a checkout."""
     try:
@@ -247,9 +258,8 @@ def nightly(
     pseudonym key changed since the last build).
     """
     started = datetime.now(UTC)
-    paths = config.RunPaths(
-        Path(extracts).resolve(), Path(warehouse).resolve(), Path(out).resolve()
-    )
+    # the extracts root as given: messages name the paths the user wrote
+    paths = config.RunPaths(Path(extracts), Path(warehouse).resolve(), Path(out).resolve())
     key = config.pseudonym_key()
     run_id = _run_id()
     # the command holds the lock already (held once more here); a deployed run takes it here
@@ -294,6 +304,7 @@ def _night(
         }
         report_stage(candidate, metrics, staged_out)
         published = publish_stage(paths, candidate, staged_out, run_id)
+        history_stage(paths.store, key)
         artifacts.publish_run_artifacts(metrics, paths.out)
     except BaseException:
         publish.discard(candidate)

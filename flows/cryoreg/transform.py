@@ -131,6 +131,7 @@ def dbt_build(
         "--quiet",
         "--exclude-resource-type",
         "unit_test",
+        "snapshot",
         "--no-write-json",
     ]
     if not os.environ.get("DBT_LOG_LEVEL_FILE"):
@@ -194,3 +195,23 @@ def _release_duckdb() -> None:
         if env is not None:
             env.close()
             DuckDBConnectionManager._ENV = None
+
+
+def snapshot_quarantine(warehouse: Path, pseudonym_key: str) -> None:
+    """Record which rows are held back now (quarantine.snp_rejected_rows), after a night
+    published: the quarantine's history is that of published nights only."""
+    from dbt.cli.main import dbtRunner
+
+    os.environ["CRYOREG_WAREHOUSE_PATH"] = str(warehouse)
+    os.environ["CRYOREG_PSEUDONYM_KEY"] = pseudonym_key
+    args = ["snapshot", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir",
+            str(DBT_PROJECT_DIR), "--quiet", "--no-write-json"]  # fmt: skip
+    if not os.environ.get("DBT_LOG_LEVEL_FILE"):
+        args += ["--log-level-file", "none"]
+    try:
+        outcome = dbtRunner().invoke(args)
+    finally:
+        _release_duckdb()
+    if not outcome.success:
+        cause = outcome.exception or "rerun with DBT_LOG_LEVEL_FILE=debug for dbt's log"
+        raise TransformError(f"dbt snapshot of the quarantine failed: {str(cause).splitlines()[0]}")
