@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 
 from cryoreg.publish import ensure_free_space
-from cryoreg.registry import BY_NAME, FILES, ExtractFile
+from cryoreg.registry import BY_NAME, FILES, LINEAGE, ExtractFile
 
 EXTRACT_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_LINE_BYTES = 64 * 1024 * 1024  # free text of up to 16 MB and more loads
@@ -214,7 +214,7 @@ def _land_file(
     positional = {f"c{i}": "VARCHAR" for i in range(len(header))}
     by_name = {name: f"c{i}" for i, name in enumerate(header)}
     select = ", ".join(by_name.get(c, "null") + f" as {_ident(c)}" for c in spec.column_names)
-    target = f"raw.{spec.entity} ({', '.join(map(_ident, spec.column_names))}, {LINEAGE})"
+    target = _ledger_target(spec)
 
     def lineage(line: str) -> str:
         return f"date {_sql_str(extract)}, {_sql_str(label)}, {line}, {_sql_str(run_id)}, ?"
@@ -246,7 +246,11 @@ def _land_file(
     return account
 
 
-LINEAGE = "_extract_date, _source_file, _source_line, _run_id, _loaded_at"
+def _ledger_target(spec: ExtractFile, *more: str) -> str:
+    """raw.<table> (its extract columns, the lineage and `more`), for an insert."""
+    return f"raw.{spec.entity} ({', '.join(map(_ident, [*spec.column_names, *LINEAGE, *more]))})"
+
+
 ROW_SHAPE = "Expected Number of Columns"  # the reader's words for a wrong field count
 SHAPE_ERRORS = ("MISSING COLUMNS", "TOO MANY COLUMNS")
 
@@ -291,7 +295,7 @@ def _land_with_malformed_rows(
         [at],
     )
     con.execute(
-        f"""insert into {target.replace(f"{LINEAGE})", f"{LINEAGE}, _raw_text, _read_error)")}
+        f"""insert into {_ledger_target(spec, "_raw_text", "_read_error")}
         select {", ".join(["null"] * len(spec.column_names))},
                {lineage("line")}, csv_line, error_type || ': ' || error_message
         from (select distinct on (line) * from reject_errors order by line)""",

@@ -116,34 +116,14 @@ def dbt_build(
     DBT_LOG_LEVEL_FILE asks for it, does it keep dbt's debug log (every statement; ~12% of a
     small build's time): errors still reach the run log and audit.check_results.
     """
-    from dbt.cli.main import dbtRunner
-
     fingerprint = build_fingerprint(pseudonym_key)
     reason = full_refresh_reason(warehouse, fingerprint, full_refresh)
-    os.environ["CRYOREG_WAREHOUSE_PATH"] = str(warehouse)
-    os.environ["CRYOREG_PSEUDONYM_KEY"] = pseudonym_key
-    args = [
-        "build",
-        "--project-dir",
-        str(DBT_PROJECT_DIR),
-        "--profiles-dir",
-        str(DBT_PROJECT_DIR),
-        "--quiet",
-        "--exclude-resource-type",
-        "unit_test",
-        "snapshot",
-        "--no-write-json",
-    ]
-    if not os.environ.get("DBT_LOG_LEVEL_FILE"):
-        args += ["--log-level-file", "none"]
+    args = ["build", "--exclude-resource-type", "unit_test", "snapshot"]
     if reason:
         args.append("--full-refresh")
     if select:  # a part of the project (e.g. only the registry's layers)
         args += ["--select", *select.split()]
-    try:
-        outcome = dbtRunner().invoke(args)
-    finally:
-        _release_duckdb()
+    outcome = _invoke(warehouse, pseudonym_key, args)
     summary = DbtSummary(full_refresh=reason)
     results = getattr(outcome.result, "results", None) or []
     for res in results:
@@ -182,6 +162,23 @@ def dbt_build(
     return summary
 
 
+def _invoke(warehouse: Path, pseudonym_key: str, command: list[str]):
+    """Run one dbt command in-process on the store, quietly, without run_results.json and,
+    unless DBT_LOG_LEVEL_FILE asks for it, without dbt's debug file log."""
+    from dbt.cli.main import dbtRunner
+
+    os.environ["CRYOREG_WAREHOUSE_PATH"] = str(warehouse)
+    os.environ["CRYOREG_PSEUDONYM_KEY"] = pseudonym_key
+    project = ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    args = [*command, *project, "--quiet", "--no-write-json"]
+    if not os.environ.get("DBT_LOG_LEVEL_FILE"):
+        args += ["--log-level-file", "none"]
+    try:
+        return dbtRunner().invoke(args)
+    finally:
+        _release_duckdb()
+
+
 def _release_duckdb() -> None:
     """Close the DuckDB instance dbt-duckdb keeps open in-process after a build.
 
@@ -200,18 +197,7 @@ def _release_duckdb() -> None:
 def snapshot_quarantine(warehouse: Path, pseudonym_key: str) -> None:
     """Record which rows are held back now (quarantine.snp_rejected_rows), after a night
     published: the quarantine's history is that of published nights only."""
-    from dbt.cli.main import dbtRunner
-
-    os.environ["CRYOREG_WAREHOUSE_PATH"] = str(warehouse)
-    os.environ["CRYOREG_PSEUDONYM_KEY"] = pseudonym_key
-    args = ["snapshot", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir",
-            str(DBT_PROJECT_DIR), "--quiet", "--no-write-json"]  # fmt: skip
-    if not os.environ.get("DBT_LOG_LEVEL_FILE"):
-        args += ["--log-level-file", "none"]
-    try:
-        outcome = dbtRunner().invoke(args)
-    finally:
-        _release_duckdb()
+    outcome = _invoke(warehouse, pseudonym_key, ["snapshot"])
     if not outcome.success:
         cause = outcome.exception or "rerun with DBT_LOG_LEVEL_FILE=debug for dbt's log"
         raise TransformError(f"dbt snapshot of the quarantine failed: {str(cause).splitlines()[0]}")
