@@ -7,6 +7,8 @@ pseudonym key, with faults, so that the quarantine holds rows of patients too.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import stat
 
@@ -92,3 +94,17 @@ def test_the_store_is_owner_only_and_holds_the_ledger(site):
         ).fetchone()[0]
     assert identifiers(site)["mrn"] <= {m.strip() for m in mrns if m}
     assert full > 0  # the faults put patients rows in quarantine, with their MRNs, here only
+
+
+def test_patient_key_is_the_hmac_sha256_of_the_mrn_under_the_configured_key(site):
+    """Keys stay linkable across nights, versions and tools: anyone holding the key (and only
+    they) can compute a patient's key with any standard HMAC-SHA256."""
+    key = os.environ["CRYOREG_PSEUDONYM_KEY"].encode("utf-8")
+    with duckdb.connect(str(site / "warehouse" / "cryoreg.store.duckdb"), read_only=True) as con:
+        pairs = con.execute(
+            "select patient_mrn, patient_key from staging.stg_registry__patients"
+            " where patient_mrn is not null"
+        ).fetchall()
+    assert len(pairs) > 100
+    for mrn, patient_key in pairs:
+        assert patient_key == hmac.new(key, mrn.encode("utf-8"), hashlib.sha256).hexdigest()

@@ -62,12 +62,13 @@
 
 {#- The ledger rows of one table not yet staged (ledger_rows), each with every problem it has
     on its own (row_problems, in _problems). A repeated id within a file is found by a hash
-    aggregate of the repeated ids, not a window over the whole batch. -#}
+    aggregate of the repeated ids, not a window over the whole batch. The batch is read twice
+    (not materialized: trimming it again costs less than writing it to memory). -#}
 {% macro checked_ledger_rows(name) -%}
     {%- set id_column = registry_meta(name, 'id_column') or 'null' -%}
     with
 
-    ledger as (
+    ledger as not materialized (
         {{ ledger_rows(name) }}
     ),
 

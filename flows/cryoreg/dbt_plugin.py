@@ -1,56 +1,42 @@
-"""dbt-duckdb plugin: the keyed hash (HMAC-SHA256) that turns MRNs into patient keys.
+"""dbt-duckdb plugin: hands the pseudonym key (HMAC-SHA256) to DuckDB without putting it in SQL.
 
-The key comes from the dbt profile (`config: {key: ...}`, read from CRYOREG_PSEUDONYM_KEY) and
-lives only in this process: the SQL calls `cryoreg_pseudonym(mrn)` and never sees the key, so it
-cannot leak into compiled SQL, logs or the manifest. An empty key fails closed: the function
-raises when called, rather than producing keys anyone could recompute.
+The key comes from the dbt profile (`config: {key: ...}`, read from CRYOREG_PSEUDONYM_KEY). HMAC
+is two SHA-256 passes over the key padded to the block size and XORed with two constants; the
+plugin sets the two padded keys as DuckDB variables on every cursor dbt opens, and the macro
+`pseudonymize` computes HMAC-SHA256 in SQL from them (vectorised, no Python per value). The key
+never appears in compiled SQL, logs or the manifest. An empty key sets nothing, and the macro
+then fails the query (fail closed) rather than produce keys anyone could recompute.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from typing import Any
 
-import duckdb
-import pyarrow as pa
 from dbt.adapters.duckdb.plugins import BasePlugin
 
-FUNCTION_NAME = "cryoreg_pseudonym"
+BLOCK = 64  # SHA-256's block size in bytes (RFC 2104)
+VARIABLES = ("cryoreg_hmac_inner", "cryoreg_hmac_outer")
 
 
-def pseudonym(value: str, key: bytes) -> str:
-    """Hex HMAC-SHA256 of the UTF-8 value: stable per key, not reversible without it."""
-    return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
-def _arrow_pseudonym(key: bytes):
-    """One call per vector of values (not per row), nulls stay null."""
-
-    def udf(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-        if not key:
-            raise ValueError(
-                f"{FUNCTION_NAME}: the pseudonym key is empty; set CRYOREG_PSEUDONYM_KEY"
-            )
-        digests = [None if v is None else pseudonym(v, key) for v in values.to_pylist()]
-        return pa.array(digests, type=pa.string())
-
-    return udf
+def padded_keys(key: bytes) -> tuple[bytes, bytes]:
+    """RFC 2104's inner and outer keys: the key (hashed if longer than a block) padded with
+    zeros to the block, XOR 0x36 and XOR 0x5c."""
+    if len(key) > BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(BLOCK, b"\0")
+    return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
 
 
 class Plugin(BasePlugin):
-    """Registers cryoreg_pseudonym(VARCHAR) -> VARCHAR on every dbt DuckDB connection."""
+    """Sets the HMAC's padded keys on every cursor of dbt's DuckDB connection."""
 
     def initialize(self, plugin_config: dict[str, Any]) -> None:
-        self._key = str(plugin_config.get("key") or "").encode("utf-8")
+        key = str(plugin_config.get("key") or "").encode("utf-8")
+        self._pads = padded_keys(key) if key else None
 
-    def configure_connection(self, conn: duckdb.DuckDBPyConnection) -> None:
-        conn.create_function(
-            FUNCTION_NAME,
-            _arrow_pseudonym(self._key),
-            [duckdb.sqltype("VARCHAR")],
-            duckdb.sqltype("VARCHAR"),
-            type="arrow",
-            null_handling="special",
-            side_effects=False,
-        )
+    def configure_cursor(self, cursor):
+        if self._pads is not None:
+            for name, pad in zip(VARIABLES, self._pads, strict=True):
+                cursor.execute(f"set variable {name} = unhex(?)", [pad.hex()])
+        return cursor
