@@ -101,15 +101,17 @@ def build_registry(
     account for every row, as a night does (without Prefect, analysis or report). The run is
     marked published when `publish` (its rows then count for the next night). Returns the
     ingest result and an open connection to the store."""
-    from cryoreg import ingest, transform
+    from cryoreg.ingest import landing, ledger
+    from cryoreg.quality import accounting
+    from cryoreg.transform import dbt as transform
 
     with duckdb.connect(str(store)) as con:
-        result = ingest.ingest(con, root, run_id)
+        result = landing.ingest(con, root, run_id)
     transform.dbt_build(store, os.environ["CRYOREG_PSEUDONYM_KEY"], select=REGISTRY_LAYERS)
     con = duckdb.connect(str(store))
-    ingest.account(con, result, run_id, limit)
+    accounting.account(con, result, run_id, limit)
     if publish:
-        ingest.record_event(con, run_id, "published")
+        ledger.record_event(con, run_id, "published")
     return result, con
 
 

@@ -229,7 +229,7 @@ def outputs(paper_site):
 
 @pytest.fixture(scope="module")
 def docs_url(outputs):
-    from cryoreg import docs
+    from cryoreg.cli import docs
 
     server = docs.docs_server(outputs / "out" / "dbt_docs", port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -20,7 +20,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cryoreg import runlock, synth
+from cryoreg.publish import runlock
+from cryoreg.synth import generate as synth
 
 from conftest import CRYOREG, run_cryoreg
 
@@ -83,7 +84,7 @@ def fct_tumor_rows(warehouse: Path) -> int:
 TRY_HOLD = """
 import sys
 from pathlib import Path
-from cryoreg import runlock
+from cryoreg.publish import runlock
 try:
     with runlock.hold(Path(sys.argv[1])):
         print("held")

@@ -12,8 +12,9 @@ import os
 import duckdb
 import pytest
 
-from cryoreg import ingest, synth
 from cryoreg.config import DBT_PROJECT_DIR
+from cryoreg.ingest import landing
+from cryoreg.synth import generate as synth
 
 
 def _dbt(*args: str):
@@ -29,13 +30,13 @@ def empty_warehouse(tmp_path, monkeypatch):
     synth.write_registry(extracts, profile="paper")
     warehouse = tmp_path / "w.duckdb"
     with duckdb.connect(str(warehouse)) as con:
-        ingest.ingest(con, extracts, "run-1")
+        landing.ingest(con, extracts, "run-1")
     monkeypatch.setenv("CRYOREG_WAREHOUSE_PATH", str(warehouse))
     monkeypatch.setenv("CRYOREG_PSEUDONYM_KEY", os.environ["CRYOREG_PSEUDONYM_KEY"])
     built = _dbt("run", "--empty")
     assert built.success, built.exception
     yield warehouse
-    from cryoreg.transform import _release_duckdb
+    from cryoreg.transform.dbt import _release_duckdb
 
     _release_duckdb()
 

@@ -16,7 +16,7 @@ import tomllib
 import pytest
 import yaml
 
-from cryoreg.cli import _parser
+from cryoreg.cli.main import _parser
 
 from conftest import REPO
 

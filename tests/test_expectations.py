@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from test_quality import EVENTS, IMAGING, PATIENTS, PROCEDURES, TUMORS
 
-from cryoreg import expectations, quality
-from cryoreg.quality import DataQualityError
+from cryoreg.quality import checks as quality
+from cryoreg.quality import data_docs, expectations
+from cryoreg.quality.checks import DataQualityError
 
 from conftest import ingested_warehouse
 
@@ -58,7 +59,7 @@ def _frame(diameters, segments=None):
 def _assert_offline(docs: Path) -> None:
     pages = list(docs.rglob("*.html"))
     assert (docs / "index.html") in pages and len(pages) > 2
-    assert expectations.remote_references(docs) == []
+    assert data_docs.remote_references(docs) == []
     for page in pages:
         text = page.read_text(encoding="utf-8")
         assert not re.search(r"""(src|href|action)\s*=\s*["']?(https?:)?//""", text, re.I)

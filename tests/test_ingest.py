@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cryoreg.ingest import RegistryInputError
+from cryoreg.ingest.folders import RegistryInputError
 
 from conftest import build_registry, write_extract
 
@@ -188,7 +188,7 @@ def test_numbers_must_be_written_as_numbers(tmp_path):
 
 
 def test_too_little_disk_space_fails_early_naming_the_space_needed(tmp_path):
-    from cryoreg.publish import DiskSpaceError, ensure_free_space
+    from cryoreg.publish.warehouse import DiskSpaceError, ensure_free_space
 
     with pytest.raises(DiskSpaceError, match=r"MiB free, the published file needs about") as info:
         ensure_free_space(tmp_path, 2**60, "the published file")

@@ -19,7 +19,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from cryoreg import synth
+from cryoreg.synth import generate as synth
 
 from conftest import metric_differences as differences
 from conftest import run_cryoreg, write_extract

@@ -167,7 +167,7 @@ def test_the_quarantine_history_says_when_a_row_entered_and_left(tmp_path):
     held back (its stay is open)."""
     import os
 
-    from cryoreg import transform
+    from cryoreg.transform import dbt as transform
 
     store = tmp_path / "nightly.duckdb"
     _, con = nights_in_runs(store, TWO_NIGHTS, [[0]])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from cryoreg import quality
-from cryoreg.quality import CheckResult, DataQualityError
+from cryoreg.quality import checks as quality
+from cryoreg.quality.checks import CheckResult, DataQualityError
 
 from conftest import ingested_warehouse
 

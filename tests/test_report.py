@@ -8,7 +8,8 @@ from html.parser import HTMLParser
 import duckdb
 import pytest
 
-from cryoreg import analyze, report
+from cryoreg.analysis import metrics as analyze
+from cryoreg.report import html as report
 
 RUN = {
     "run_id": "run-42",
@@ -312,7 +313,7 @@ def test_beyond_the_paper_sections_tolerate_an_older_warehouse(tmp_path):
 
 
 def test_data_quality_section_lists_fatal_and_warnings(tmp_path):
-    from cryoreg.report import data_quality_section
+    from cryoreg.report.html import data_quality_section
 
     status = {
         "status": "failed",

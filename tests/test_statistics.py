@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from scipy.stats import binomtest, chi2, norm
 
-from cryoreg import analyze
+from cryoreg.analysis import metrics as analyze
 
 Z = norm.ppf(0.975)
 
@@ -595,7 +595,7 @@ def test_blocks_beyond_the_paper_tolerate_an_older_warehouse(tmp_path):
 def test_clustered_cox_sample_is_systematic_and_keeps_whole_patients():
     import pandas as pd
 
-    from cryoreg.analyze import _patient_sample
+    from cryoreg.analysis.metrics import _patient_sample
 
     df = pd.DataFrame(
         {"patient_key": [f"p{i:02d}" for i in range(10) for _ in range(3)], "duration": range(30)}

@@ -8,7 +8,8 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from cryoreg import registry, synth
+from cryoreg import contract as registry
+from cryoreg.synth import generate as synth
 
 CONTRACT = {
     "patients.csv": "patient_mrn,patient_name,sex,birth_date,death_date,last_contact_date",
@@ -310,7 +311,7 @@ def test_manifest_sits_beside_the_extract(faulty):
 
 
 def ingest_folder_pattern():
-    from cryoreg.ingest import EXTRACT_FOLDER
+    from cryoreg.ingest.folders import EXTRACT_FOLDER
 
     return EXTRACT_FOLDER
 

@@ -2,7 +2,7 @@
 
     duckdb: HMAC in SQL (RFC 2104: sha256(outer key || sha256(inner key || value))), the
     padded keys read from DuckDB variables that the dbt-duckdb plugin
-    flows/cryoreg/dbt_plugin.py sets from CRYOREG_PSEUDONYM_KEY; the key never appears in
+    flows/cryoreg/transform/pseudonym_plugin.py sets from CRYOREG_PSEUDONYM_KEY; the key never appears in
     SQL. Without a key the query fails.
     default: raises a compiler error on purpose. An unkeyed sha2(mrn) would be a portable
     stand-in, but MRNs are short and guessable, so an unkeyed hash is re-identifiable by

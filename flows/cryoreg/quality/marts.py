@@ -14,7 +14,7 @@ import duckdb
 import pandera.polars as pa
 import polars as pl
 
-from cryoreg.quality import CheckResult
+from cryoreg.quality.checks import CheckResult
 
 COMPLETENESS = {"required", "not_nullable"}
 CONFORMANCE = {
@@ -156,7 +156,7 @@ def _where(found: list[tuple]) -> list[str]:
 
 def check_marts(con: duckdb.DuckDBPyConnection) -> list[CheckResult]:
     """The fixed marts against validate.MART_SCHEMAS, every check recorded (pass or fail)."""
-    from cryoreg.validate import MART_SCHEMAS
+    from cryoreg.quality.mart_schemas import MART_SCHEMAS
 
     results = []
     for table, schema in MART_SCHEMAS.items():

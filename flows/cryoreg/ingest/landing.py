@@ -1,4 +1,4 @@
-"""Ingest: land new extract folders in the registry's ledger, as received.
+"""Landing: append new extract folders to the registry's ledger, as received.
 
 Only what has to happen outside the warehouse happens here: find the extract folders, keep
 the load log with each folder's content hash (a re-run is a no-op, a changed folder an error),
@@ -13,24 +13,19 @@ killed leaves rows nothing derives from, and its folders load again when fixed.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
-from cryoreg.publish import ensure_free_space
-from cryoreg.registry import BY_NAME, FILES, LINEAGE, ExtractFile
+from cryoreg.contract import BY_NAME, FILES, LINEAGE, ExtractFile
+from cryoreg.ingest.folders import Extract, RegistryInputError, discover_extracts
+from cryoreg.ingest.ledger import begin_run, check_load_log, ensure_store, ident
+from cryoreg.publish.warehouse import ensure_free_space
 
-EXTRACT_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_LINE_BYTES = 64 * 1024 * 1024  # free text of up to 16 MB and more loads
-
-
-class RegistryInputError(RuntimeError):
-    """A file-level problem: the run must stop and publish nothing."""
 
 
 @dataclass
@@ -41,13 +36,6 @@ class FileAccount:
     loaded: int = 0
     quarantined: int = 0
     unknown_columns: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Extract:
-    name: str
-    path: Path
-    content_hash: str
 
 
 @dataclass
@@ -62,119 +50,6 @@ class IngestResult:
 
 def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def folder_hash(folder: Path) -> str:
-    """Content hash of an extract folder: file names and bytes, in name order."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def discover_extracts(root: Path, warnings: list[str] | None = None) -> list[Extract]:
-    """Extract folders under root, oldest first. A folder named like a date that is not one
-    is an error; any other folder is listed in `warnings` as ignored."""
-    if not root.is_dir():
-        raise RegistryInputError(f"{root}: extracts root does not exist")
-    folders = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir()):
-        if not EXTRACT_FOLDER.match(path.name):
-            if warnings is not None and not path.name.startswith(("_", ".")):
-                warnings.append(f"{path}: not an extract folder (YYYY-MM-DD), ignored")
-            continue
-        try:
-            date.fromisoformat(path.name)
-        except ValueError:
-            raise RegistryInputError(
-                f"{path}: extract folder named like a date that does not exist"
-            ) from None
-        folders.append(path)
-    if not folders:
-        raise RegistryInputError(f"{root}: extracts root holds no extract folder (YYYY-MM-DD)")
-    return [Extract(p.name, p, folder_hash(p)) for p in folders]
-
-
-def ensure_store(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the ledger (raw.*), the run log and the audit tables on first use."""
-    for schema in ("raw", "audit"):
-        con.execute(f"create schema if not exists {schema}")
-    for spec in FILES:
-        cols = ", ".join(f"{_ident(c)} varchar" for c in spec.column_names)
-        con.execute(
-            f"create table if not exists raw.{spec.entity} ({cols}, _extract_date date, "
-            "_source_file varchar, _source_line bigint, _run_id varchar, _loaded_at timestamp, "
-            "_raw_text varchar, _read_error varchar)"
-        )
-        for added in ("_raw_text", "_read_error"):  # a ledger from before malformed lines
-            con.execute(f"alter table raw.{spec.entity} add column if not exists {added} varchar")
-    con.execute(
-        """create table if not exists raw.run_events (
-            run_id varchar, event varchar, event_at timestamp)"""
-    )
-    con.execute(
-        """create table if not exists audit.load_log (
-            extract varchar, content_hash varchar, run_id varchar, loaded_at timestamp)"""
-    )
-    con.execute(
-        """create table if not exists audit.file_accounting (
-            run_id varchar, extract varchar, file varchar, rows_read bigint,
-            rows_loaded bigint, rows_quarantined bigint, unknown_columns varchar[])"""
-    )
-
-
-def record_event(con: duckdb.DuckDBPyConnection, run_id: str, event: str) -> None:
-    """Append what became of a run to raw.run_events (started, published, failed)."""
-    con.execute("insert into raw.run_events values (?, ?, current_timestamp)", [run_id, event])
-
-
-def begin_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
-    """Mark runs that started and never ended (killed) abandoned, then start this one.
-
-    Runs hold the warehouse's lock from start to end, so no other run is in progress.
-    """
-    con.execute(
-        """insert into raw.run_events
-        select run_id, 'abandoned', current_timestamp from raw.run_events
-        group by run_id having count(*) filter (where event <> 'started') = 0"""
-    )
-    record_event(con, run_id, "started")
-
-
-def previous_run_ended_well(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
-    """The run before this one published (or had nothing new): what is published is what a
-    build now would give, unless new folders arrived."""
-    last = con.execute(
-        """select event from raw.run_events where run_id <> ? and event <> 'started'
-        order by event_at desc limit 1""",
-        [run_id],
-    ).fetchone()
-    return last is not None and last[0] in ("published", "nothing_new")
-
-
-PUBLISHED_LOADS = """
-    select l.extract, l.content_hash from audit.load_log l
-    where l.run_id in (select run_id from raw.run_events where event = 'published')"""
-
-
-def _check_load_log(con: duckdb.DuckDBPyConnection, extracts: list[Extract]) -> set[str]:
-    """Names loaded by published runs; a loaded folder whose content changed is an error."""
-    seen = dict(con.execute(PUBLISHED_LOADS).fetchall())
-    for ext in extracts:
-        if ext.name in seen and seen[ext.name] != ext.content_hash:
-            raise RegistryInputError(
-                f"{ext.path}: extract changed after it was loaded "
-                f"(hash {ext.content_hash[:12]} vs {seen[ext.name][:12]}); refusing to reload"
-            )
-    return set(seen)
 
 
 def read_header(path: Path, label: str) -> list[str]:
@@ -213,7 +88,7 @@ def _land_file(
     account.unknown_columns = [h for h in header if h not in spec.column_names]
     positional = {f"c{i}": "VARCHAR" for i in range(len(header))}
     by_name = {name: f"c{i}" for i, name in enumerate(header)}
-    select = ", ".join(by_name.get(c, "null") + f" as {_ident(c)}" for c in spec.column_names)
+    select = ", ".join(by_name.get(c, "null") + f" as {ident(c)}" for c in spec.column_names)
     target = _ledger_target(spec)
 
     def lineage(line: str) -> str:
@@ -248,7 +123,7 @@ def _land_file(
 
 def _ledger_target(spec: ExtractFile, *more: str) -> str:
     """raw.<table> (its extract columns, the lineage and `more`), for an insert."""
-    return f"raw.{spec.entity} ({', '.join(map(_ident, [*spec.column_names, *LINEAGE, *more]))})"
+    return f"raw.{spec.entity} ({', '.join(map(ident, [*spec.column_names, *LINEAGE, *more]))})"
 
 
 ROW_SHAPE = "Expected Number of Columns"  # the reader's words for a wrong field count
@@ -323,7 +198,7 @@ def ingest(
     ensure_store(con)
     warnings: list[str] = []
     extracts = discover_extracts(root, warnings)
-    already = _check_load_log(con, extracts)
+    already = check_load_log(con, extracts)
     result = IngestResult(run_id, extracts, [], [], [], warnings)
     loaded_at = loaded_at or datetime.now()
     new = [e for e in extracts if e.name not in already]
@@ -360,58 +235,3 @@ def ingest(
         )
         result.loaded.append(ext.name)
     return result
-
-
-def account(
-    con: duckdb.DuckDBPyConnection,
-    result: IngestResult,
-    run_id: str,
-    limit: float,
-    steward_hint: str = "",
-) -> None:
-    """After the build: per file of this run, loaded and quarantined (quarantine.rejected_rows),
-    read = loaded + quarantined proven against the ledger, the share limit applied."""
-    landed = dict(
-        con.execute(
-            " union all ".join(
-                f"select _source_file, count(*) from raw.{s.entity} where _run_id = $run "
-                "group by all"
-                for s in FILES
-            ),
-            {"run": run_id},
-        ).fetchall()
-    )
-    rejected = dict(
-        con.execute(
-            "select file, count(*) from quarantine.rejected_rows where run_id = ? group by all",
-            [run_id],
-        ).fetchall()
-    )
-    for acc in result.files:
-        acc.quarantined = rejected.get(acc.file, 0)
-        acc.loaded = landed.get(acc.file, 0) - acc.quarantined
-        if acc.read != acc.loaded + acc.quarantined:
-            raise RegistryInputError(
-                f"{acc.file}: row accounting broken: read {acc.read} != loaded {acc.loaded}"
-                f" + quarantined {acc.quarantined}"
-            )
-    if result.files:
-        con.executemany(
-            "insert into audit.file_accounting values (?, ?, ?, ?, ?, ?, ?)",
-            [
-                [run_id, a.extract, a.file, a.read, a.loaded, a.quarantined, a.unknown_columns]
-                for a in result.files
-            ],
-        )
-    for acc in result.files:
-        if acc.read and acc.quarantined / acc.read > limit:
-            first = con.execute(
-                "select reason from quarantine.rejected_rows where run_id = ? and file = ? "
-                "order by line limit 1",
-                [run_id, acc.file],
-            ).fetchone()[0]
-            raise RegistryInputError(
-                f"{acc.file}: {acc.quarantined} of {acc.read} rows quarantined "
-                f"({acc.quarantined / acc.read:.1%}), above the limit of {limit:.1%} "
-                f"(CRYOREG_QUARANTINE_LIMIT); first problem: {first}{steward_hint}"
-            )

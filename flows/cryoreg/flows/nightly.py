@@ -14,20 +14,16 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.runtime import task_run
 
-from cryoreg import (
-    __version__,
-    analyze,
-    artifacts,
-    config,
-    contracts,
-    expectations,
-    ingest,
-    publish,
-    quality,
-    report,
-    runlock,
-    transform,
-)
+from cryoreg import __version__, config
+from cryoreg.analysis import metrics as analysis
+from cryoreg.flows import artifacts
+from cryoreg.ingest import landing, ledger
+from cryoreg.publish import runlock
+from cryoreg.publish import warehouse as publish
+from cryoreg.quality import accounting, expectations, marts
+from cryoreg.quality import checks as quality
+from cryoreg.report import html as report
+from cryoreg.transform import dbt as transform
 
 # What the stages import on first use, in stage order: `cryoreg run` imports them while
 # Prefect's temporary API server is still starting (prefect_api.use).
@@ -88,11 +84,11 @@ RETRY = {"retries": 2, "retry_delay_seconds": 20, "retry_condition_fn": transien
 
 @task(name="ingest extracts", cache_policy=NO_CACHE)
 @detached
-def ingest_stage(paths: config.RunPaths, run_id: str) -> ingest.IngestResult:
+def ingest_stage(paths: config.RunPaths, run_id: str) -> landing.IngestResult:
     """Land new extract folders in the registry's ledger."""
     logger = get_run_logger()
     with publish.open_store(paths) as con:
-        result = ingest.ingest(con, paths.extracts, run_id)
+        result = landing.ingest(con, paths.extracts, run_id)
     for acc in result.files:
         logger.info("%s: read %d rows", acc.file, acc.read)
     for warning in result.warnings:
@@ -127,7 +123,7 @@ def transform_stage(store: Path, key: str, full_refresh: bool = False) -> transf
 def quality_stage(
     paths: config.RunPaths,
     run_id: str,
-    landed: ingest.IngestResult,
+    landed: landing.IngestResult,
     dbt_summary: transform.DbtSummary,
     staged_out: Path,
 ) -> dict:
@@ -136,7 +132,7 @@ def quality_stage(
     logger = get_run_logger()
     with publish.open_store(paths) as con:
         limit = config.quarantine_limit()
-        ingest.account(con, landed, run_id, limit)
+        accounting.account(con, landed, run_id, limit)
         for acc in landed.files:
             logger.info(
                 "%s: read %d = loaded %d + quarantined %d",
@@ -149,7 +145,7 @@ def quality_stage(
         for results in (
             quality.ingest_results(con, run_id, limit),
             quality.dbt_results(dbt_summary.results),
-            contracts.check_marts(con),
+            marts.check_marts(con),
             expectations.run_suites(con, run_id, staged_out / "data_docs"),
         ):
             quality.record(con, run_id, results, known)
@@ -165,14 +161,14 @@ def quality_stage(
 def analyze_stage(candidate: Path) -> dict:
     """Compute the paper's statistics from the marts analysts will read."""
     with connect(candidate, read_only=True) as con:
-        return analyze.compute_metrics(con)
+        return analysis.compute_metrics(con)
 
 
 @task(name="report", cache_policy=NO_CACHE)
 @detached
 def report_stage(candidate: Path, metrics: dict, staged_out: Path) -> Path:
     """Write metrics.json and report.html into the run's staging folder."""
-    analyze.write_metrics(metrics, staged_out / "metrics.json")
+    analysis.write_metrics(metrics, staged_out / "metrics.json")
     with connect(candidate, read_only=True) as con:
         return report.write_report(metrics, con, staged_out)
 
@@ -186,7 +182,7 @@ def publish_stage(
     the night's ledger rows from now on."""
     published = publish.publish(paths, candidate, staged_out)
     with publish.open_store(paths) as con:
-        ingest.record_event(con, run_id, "published")
+        ledger.record_event(con, run_id, "published")
     return published
 
 
@@ -216,7 +212,7 @@ def code_version() -> str:
     return f"{__version__}+{commit}" if commit else __version__
 
 
-def run_block(result: ingest.IngestResult, run_id: str, started: datetime) -> dict:
+def run_block(result: landing.IngestResult, run_id: str, started: datetime) -> dict:
     """Traceability: which extracts (and hashes), which code, when."""
     return {
         "run_id": run_id,
@@ -327,7 +323,7 @@ def slowest_nodes(results: list[dict], keep: int = 12) -> list[dict]:
 
 
 def nothing_new(
-    paths: config.RunPaths, landed: ingest.IngestResult, key: str, full_refresh: bool
+    paths: config.RunPaths, landed: landing.IngestResult, key: str, full_refresh: bool
 ) -> bool:
     """No folder to load, a published warehouse, and the same code and key as its build:
     the night would publish what is published already."""
@@ -337,14 +333,14 @@ def nothing_new(
     if transform.full_refresh_reason(paths.store, fingerprint, False) is not None:
         return False
     with publish.open_store(paths) as con:
-        return ingest.previous_run_ended_well(con, landed.run_id)
+        return ledger.previous_run_ended_well(con, landed.run_id)
 
 
 def _end(paths: config.RunPaths, run_id: str, event: str) -> None:
     """Record how the run ended (best effort: a failure here must not hide the run's own)."""
     try:
         with publish.open_store(paths) as con:
-            ingest.record_event(con, run_id, event)
+            ledger.record_event(con, run_id, event)
     except Exception:  # noqa: BLE001 - the run's own error (if any) is the one to report
         pass
 

@@ -14,7 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from cryoreg import config, runlock
+from cryoreg import config
+from cryoreg.publish import runlock
 
 EX_TEMPFAIL = 75  # sysexits.h: try again later (the warehouse is in use by another run)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
@@ -123,13 +124,13 @@ def _add_run_paths(parser: argparse.ArgumentParser) -> None:
 
 
 def _sql(args: argparse.Namespace) -> int:
-    from cryoreg.sql import run_sql
+    from cryoreg.cli.sql import run_sql
 
     return run_sql(args.warehouse, args.query)
 
 
 def _docs(args: argparse.Namespace) -> int:
-    from cryoreg import docs
+    from cryoreg.cli import docs
 
     site = docs.generate_docs(args.warehouse, args.out)
     print(f"dbt docs: {site / 'index.html'}")
@@ -139,7 +140,7 @@ def _docs(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from cryoreg.deploy import serve_nightly
+    from cryoreg.flows.deploy import serve_nightly
 
     config.pseudonym_key()
     serve_nightly(args.extracts, args.warehouse, args.out, args.cron, args.timezone)
@@ -147,7 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from cryoreg import synth
+    from cryoreg.synth import generate as synth
 
     if not 0.0 <= args.faults <= synth.MAX_FAULT_RATE:
         raise config.ConfigurationError(
@@ -289,15 +290,16 @@ def _run(args: argparse.Namespace) -> int:
     with runlock.hold(args.warehouse, wait=args.wait, on_wait=_say_waiting):
         _Stop.warehouse, _Stop.before = args.warehouse, _fingerprint(args.warehouse)
         _start_resource_tracker()
-        from cryoreg import prefect_api
+        from cryoreg.flows import prefect_api
 
         api = prefect_api.start()  # its start-up overlaps the imports below
-        from cryoreg import pipeline, summary
+        from cryoreg.cli import summary
+        from cryoreg.flows import nightly
 
-        prefect_api.use(api, preload=pipeline.STAGE_IMPORTS)
+        prefect_api.use(api, preload=nightly.STAGE_IMPORTS)
         _keep_sigterm_ours()
         began = time.monotonic()
-        result = pipeline.nightly(
+        result = nightly.nightly(
             str(args.extracts), str(args.warehouse), str(args.out), args.full_refresh
         )
         _Stop.over = True  # the night is done: a signal from now on changes nothing
@@ -353,6 +355,3 @@ def _main(args: argparse.Namespace) -> int:
         print(f"cryoreg: error: {message}", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-
-def proportion_text(p: dict | None) -> str:
-    if not p or not p.get("n"):
-        return "n/a"
-    low, high = p["ci95"]
-    return f"{p['k']}/{p['n']} ({p['pct']:.1f}%, 95% CI {100 * low:.1f}-{100 * high:.1f})"
-
-
-def p_text(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return "< 0.0001" if value < 0.0001 else f"{value:.4f}"
+from cryoreg.report.text import p_text, proportion_text
 
 
 def render(result: dict, seconds: float) -> str:

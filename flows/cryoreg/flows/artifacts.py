@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from cryoreg.summary import p_text, proportion_text
+from cryoreg.report.text import p_text, proportion_text
 
 ROWS = [
     ("technical success", "technical_success", "all"),

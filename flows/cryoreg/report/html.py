@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from cryoreg import analyze
+from cryoreg.analysis import metrics as analyze
 
 PAPER_CITATION = (
     "Glazer DI, Tatli S, Shyn PB, Vangel MG, Tuncali K, Silverman SG. Percutaneous image-guided "

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from cryoreg.config import PROJECT_ROOT
-from cryoreg.registry import FILES
+from cryoreg.contract import FILES
 
 EXPECTATIONS_DIR = Path(os.environ.get("CRYOREG_EXPECTATIONS_DIR", PROJECT_ROOT / "expectations"))
 KNOWN_EXCEPTIONS_FILE = "known_exceptions.yml"

@@ -58,7 +58,7 @@ def generate_docs(warehouse: Path, out_dir: Path) -> Path:
 def _dbt_docs_generate(warehouse: Path, target: Path, logs: Path) -> None:
     from dbt.cli.main import dbtRunner
 
-    from cryoreg.transform import _release_duckdb
+    from cryoreg.transform.dbt import _release_duckdb
 
     saved = {k: os.environ.get(k) for k in ("CRYOREG_WAREHOUSE_PATH", "CRYOREG_PSEUDONYM_KEY")}
     os.environ["CRYOREG_WAREHOUSE_PATH"] = str(warehouse)

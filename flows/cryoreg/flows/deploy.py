@@ -29,7 +29,7 @@ def serve_nightly(
     """Register the deployment with its schedule and run scheduled flow runs until stopped."""
     from prefect.schedules import Cron
 
-    from cryoreg.pipeline import nightly
+    from cryoreg.flows.nightly import nightly
 
     parameters = {
         "extracts": str(extracts.resolve()),

@@ -1,0 +1,1 @@
+"""Analysis: the paper's statistics from the published marts."""

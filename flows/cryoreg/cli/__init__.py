@@ -1,0 +1,1 @@
+"""The `cryoreg` command and what it prints."""

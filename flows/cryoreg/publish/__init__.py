@@ -1,0 +1,1 @@
+"""Publish: the steward's store, the analysts' file swapped in whole, one run at a time."""

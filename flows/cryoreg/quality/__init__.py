@@ -1,0 +1,1 @@
+"""Data quality: every check of a night, gathered in audit.check_results, one job per tool."""

@@ -1,0 +1,1 @@
+"""Report: what a night's results look like to people (report.html, text lines)."""

@@ -1,0 +1,1 @@
+"""Synth: synthetic registries (paper-calibrated or at scale) in the extract format."""

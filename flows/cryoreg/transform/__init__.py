@@ -1,0 +1,1 @@
+"""Transform: the dbt project built on the registry's store (staging to marts)."""
