@@ -172,3 +172,24 @@ def test_served_deployment_is_scheduled_and_completes_a_triggered_run(server, tm
         assert {a["key"] for a in artifacts} >= {"cryoreg-metrics", "cryoreg-report"}
     assert (tmp_path / "out" / "metrics.json").exists()
     assert (tmp_path / "warehouse" / "cryoreg.duckdb").exists()
+
+
+def test_serve_refuses_without_a_prefect_server(tmp_path):
+    """A temporary server cannot schedule: serving against one would wait forever."""
+    run_cryoreg("synth", "extracts", cwd=tmp_path)
+    proc = run_cryoreg("serve", cwd=tmp_path, check=False, env={"PREFECT_API_URL": ""})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "cryoreg: error: cryoreg serve needs a Prefect server: start one (prefect server start)"
+        " and set PREFECT_API_URL, e.g. http://127.0.0.1:4200/api"
+    ]
+    assert "Starting temporary server" not in proc.stdout
+
+
+def test_serve_refuses_when_no_server_answers(tmp_path):
+    run_cryoreg("synth", "extracts", cwd=tmp_path)
+    url = f"http://127.0.0.1:{_free_port()}/api"
+    proc = run_cryoreg("serve", cwd=tmp_path, check=False, env={"PREFECT_API_URL": url})
+    assert proc.returncode == 1
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"cryoreg: error: no Prefect server answers at PREFECT_API_URL={url}")

@@ -3,10 +3,40 @@
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 DEFAULT_CRON = "0 2 * * *"
 DEPLOYMENT_NAME = "nightly"
+HEALTH_TIMEOUT_SECONDS = 5
+
+
+class NoPrefectServerError(RuntimeError):
+    """`cryoreg serve` has no Prefect server to register with."""
+
+
+def prefect_server_url() -> str:
+    """The Prefect server the deployment registers with: PREFECT_API_URL (or the active Prefect
+    profile's). Without one, Prefect would start a temporary server that lives as long as this
+    process and has no scheduler: the deployment would wait forever for runs that never come."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        raise NoPrefectServerError(
+            "cryoreg serve needs a Prefect server: start one (prefect server start) and set "
+            "PREFECT_API_URL, e.g. http://127.0.0.1:4200/api"
+        )
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_SECONDS):
+            pass
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise NoPrefectServerError(
+            f"no Prefect server answers at PREFECT_API_URL={url} ({reason})"
+        ) from None
+    return url
 
 
 def local_timezone() -> str:
@@ -27,6 +57,7 @@ def serve_nightly(
     extracts: Path, warehouse: Path, out: Path, cron: str = DEFAULT_CRON, timezone: str = ""
 ) -> None:
     """Register the deployment with its schedule and run scheduled flow runs until stopped."""
+    prefect_server_url()
     from prefect.schedules import Cron
 
     from cryoreg.flows.nightly import nightly
