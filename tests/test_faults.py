@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 from pathlib import Path
 
 import duckdb
@@ -284,3 +285,35 @@ def test_malformed_lines_and_huge_values_are_rows_not_files(runs, tmp_path):
     assert "Found: 2" in held[1][2]
     assert (read, loaded, quarantined) == (40, 37, 3)
     assert lines == set(range(2, 42))  # every line of the file, each once
+
+
+def test_the_steward_page_lists_every_held_back_row_and_what_to_fix(runs, tmp_path):
+    """A night stopped by the quarantine limit still leaves, beside the store and readable by
+    its owner only, the page of the rows that stopped it; its one-line error points there."""
+    site = tmp_path / "site"
+    shutil.copytree(runs[(RATES[0], "faulty")], site)
+    pages = site / "warehouse" / "steward"
+    assert [p.name for p in pages.glob("quarantine-*.html")]  # the faulty night that published
+    assert not [p for p in (site / "out").rglob("*") if "quarantine-" in p.name]
+    clean = runs[(RATES[0], "clean")] / "extracts" / "2014-12-31" / "imaging.csv"
+    imaging = clean.read_text().splitlines()
+    bad = [",".join(line.split(",")[:3] + ["XR"] + line.split(",")[4:]) for line in imaging[1:6]]
+    night = site / "extracts" / "2015-01-01"
+    night.mkdir()
+    (night / "imaging.csv").write_text("\n".join([imaging[0], *bad]) + "\n")
+    proc = run_cryoreg(
+        "run", cwd=site, env={"CRYOREG_QUARANTINE_LIMIT": "0.05", **SLOW_MACHINE}, check=False
+    )
+    assert proc.returncode == 1
+    [line] = proc.stderr.strip().splitlines()
+    assert "(CRYOREG_QUARANTINE_LIMIT)" in line and "every held-back row: " in line
+    page = Path(line.split("every held-back row: ", 1)[1])
+    assert page.parent == pages.resolve() and page.exists()
+    assert stat.S_IMODE(page.stat().st_mode) == 0o600
+    assert stat.S_IMODE(pages.stat().st_mode) == 0o700
+    html = page.read_text()
+    for row in bad:
+        assert f"<td>2015-01-01/imaging.csv</td><td>{bad.index(row) + 2}</td>" in html
+    assert html.count(">XR</td>") == 5
+    assert "use one of the column&#39;s codes" in html
+    assert "5 of them from this night" in html.replace("\n", " ")

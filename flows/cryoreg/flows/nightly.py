@@ -20,7 +20,7 @@ from cryoreg.flows import artifacts
 from cryoreg.ingest import landing, ledger
 from cryoreg.publish import runlock
 from cryoreg.publish import warehouse as publish
-from cryoreg.quality import accounting, expectations, marts
+from cryoreg.quality import accounting, expectations, marts, steward_page
 from cryoreg.quality import checks as quality
 from cryoreg.report import html as report
 from cryoreg.transform import dbt as transform
@@ -132,7 +132,11 @@ def quality_stage(
     logger = get_run_logger()
     with publish.open_store(paths) as con:
         limit = config.quarantine_limit()
-        accounting.account(con, landed, run_id, limit)
+        page = steward_page.write(con, paths.store, run_id)
+        if page:
+            logger.info("rows held back, for the steward: %s", page)
+        hint = f"; every held-back row: {page}" if page else ""
+        accounting.account(con, landed, run_id, limit, steward_hint=hint)
         for acc in landed.files:
             logger.info(
                 "%s: read %d = loaded %d + quarantined %d",
