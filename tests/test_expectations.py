@@ -84,6 +84,10 @@ def test_suite_runs_as_checkpoint_and_builds_offline_data_docs(tmp_path):
     first = by_name["marts.fct_tumor:row_count_change"]
     assert first.status == "not_applicable" and first.details["observed_value"] == 4
     _assert_offline(docs)
+    (page,) = docs.glob("validations/marts/fct_tumor/**/*.html")
+    kept = page.read_text(encoding="utf-8")  # the rewrite keeps GE's content and layout
+    assert "Expectation Validation Result" in kept and 'id="section-2"' in kept
+    assert kept.count("<table") >= 3 and "diameter_cm" in kept
     index = (docs / "index.html").read_text()
     assert "marts.fct_tumor.diameter_cm:contract_range" in index
     assert 'href="validations/marts/fct_tumor/' in index
