@@ -65,6 +65,9 @@ def _assert_offline(docs: Path) -> None:
         assert not re.search(r"""(src|href|action)\s*=\s*["']?(https?:)?//""", text, re.I)
         assert not re.search(r"https?://", text, re.I), page
         assert "<script" not in text.lower()
+        assert not re.search(r"<[^>]*\son[a-z]+\s*=", text, re.I), page  # no dead handlers
+        for ref in re.findall(r"""<(?:link|img)\b[^>]*?\b(?:href|src)=["']([^"'#?]+)""", text):
+            assert (page.parent / ref).exists(), (page, ref)  # no broken local asset
 
 
 def test_suite_runs_as_checkpoint_and_builds_offline_data_docs(tmp_path):

@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 import jinja2
 
@@ -106,13 +107,23 @@ def _is_remote(url: str | None) -> bool:
     return bool(url) and re.match(r"(?:https?:)?//", url.strip(), re.I) is not None
 
 
+def _is_missing(page: Path, url: str | None) -> bool:
+    """A relative asset address that points at no file (GE's validation pages climb one
+    folder too few to their favicon)."""
+    if not url or re.match(r"[a-z][a-z0-9+.-]*:|#", url, re.I):
+        return False
+    path = unquote(url.split("#")[0].split("?")[0])
+    return bool(path) and not (page.parent / path).exists()
+
+
 def _offline_css(css: str) -> str:
     """Remote url(...) in a stylesheet become none; no other address is left in it."""
     return _URL_TEXT.sub("", _REMOTE_CSS_URL.sub("none", css))
 
 
 class _Offline(HTMLParser):
-    """Re-emits a page without scripts, forms, footers, remote assets and remote links.
+    """Re-emits a page without scripts, forms, footers, remote or missing assets and remote
+    links.
 
     Tags that need no change are written back as they came; the others are re-serialised.
     """
@@ -121,8 +132,9 @@ class _Offline(HTMLParser):
     ASSETS = {"link": "href", "img": "src", "iframe": "src"}  # dropped when remote
     URL_ATTRS = {"href", "src", "action", "srcset", "poster"}
 
-    def __init__(self) -> None:
+    def __init__(self, page: Path) -> None:
         super().__init__(convert_charrefs=False)
+        self.page = page
         self.out: list[str] = []
         self.dropping: str | None = None  # the tag being dropped, and how deep we are in it
         self.depth = 0
@@ -135,8 +147,10 @@ class _Offline(HTMLParser):
 
     def _tag(self, tag: str, attrs: list[tuple[str, str | None]], closed: bool) -> str | None:
         """The tag as it should be written, or None to leave it out."""
-        if tag in self.ASSETS and _is_remote(dict(attrs).get(self.ASSETS[tag])):
-            return None
+        if tag in self.ASSETS:
+            url = dict(attrs).get(self.ASSETS[tag])
+            if _is_remote(url) or _is_missing(self.page, url):
+                return None
         kept = [
             (name, _offline_css(value) if name == "style" else _URL_TEXT.sub("", value))
             if value
@@ -201,12 +215,13 @@ class _Offline(HTMLParser):
 
 
 def make_offline(folder: Path) -> None:
-    """Strip CDN assets, scripts and remote links from Data Docs; add a small inline stylesheet.
+    """Strip CDN assets, scripts, dead asset links and remote links from Data Docs; add a small
+    inline stylesheet.
 
     Pages become static HTML (no script needed): collapsed sections are shown open.
     """
     for page in folder.rglob("*.html"):
-        text = _Offline().rewrite(page.read_text(encoding="utf-8"))
+        text = _Offline(page).rewrite(page.read_text(encoding="utf-8"))
         page.write_text(text, encoding="utf-8")
     for sheet in folder.rglob("*.css"):
         sheet.write_text(_offline_css(sheet.read_text(encoding="utf-8")), encoding="utf-8")
