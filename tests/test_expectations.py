@@ -65,6 +65,9 @@ def _assert_offline(docs: Path) -> None:
         assert not re.search(r"""(src|href|action)\s*=\s*["']?(https?:)?//""", text, re.I)
         assert not re.search(r"https?://", text, re.I), page
         assert "<script" not in text.lower()
+        assert not re.search(r"<[^>]*\son[a-z]+\s*=", text, re.I), page  # no dead handlers
+        for ref in re.findall(r"""<(?:link|img)\b[^>]*?\b(?:href|src)=["']([^"'#?]+)""", text):
+            assert (page.parent / ref).exists(), (page, ref)  # no broken local asset
 
 
 def test_suite_runs_as_checkpoint_and_builds_offline_data_docs(tmp_path):
@@ -84,6 +87,10 @@ def test_suite_runs_as_checkpoint_and_builds_offline_data_docs(tmp_path):
     first = by_name["marts.fct_tumor:row_count_change"]
     assert first.status == "not_applicable" and first.details["observed_value"] == 4
     _assert_offline(docs)
+    (page,) = docs.glob("validations/marts/fct_tumor/**/*.html")
+    kept = page.read_text(encoding="utf-8")  # the rewrite keeps GE's content and layout
+    assert "Expectation Validation Result" in kept and 'id="section-2"' in kept
+    assert kept.count("<table") >= 3 and "diameter_cm" in kept
     index = (docs / "index.html").read_text()
     assert "marts.fct_tumor.diameter_cm:contract_range" in index
     assert 'href="validations/marts/fct_tumor/' in index

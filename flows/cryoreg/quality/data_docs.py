@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import html
 import re
+from functools import cache
+from html.parser import HTMLParser
+from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+import jinja2
 
 from cryoreg.quality import checks as quality
 from cryoreg.quality.checks import CheckResult
@@ -14,157 +20,211 @@ from cryoreg.quality.checks import CheckResult
 if TYPE_CHECKING:
     from cryoreg.quality.expectations import Suite
 
+TEMPLATES = files("cryoreg.quality") / "templates"
+
+
+@cache
+def _css() -> str:
+    """The stylesheet that stands in for GE's CDN ones (Bootstrap, Font Awesome)."""
+    return (TEMPLATES / "data_docs.css").read_text(encoding="utf-8")
+
 
 def _link(site: Path, pattern: str) -> str | None:
     found = sorted(site.glob(pattern))
     return found[-1].relative_to(site).as_posix() if found else None
 
 
+def _suite_status(mine: list[CheckResult], exceptions: dict) -> str:
+    count = {s: sum(r.status == s for r in mine) for s in quality.STATUSES}
+    fatal = any(
+        r.status in ("failed", "error")
+        and r.severity == "fatal"
+        and not quality.active_exception(exceptions, r.check_name)
+        for r in mine
+    )
+    if count["not_applicable"] == len(mine):
+        return "not applicable"
+    if fatal:
+        return "failed"
+    return "warn" if count["failed"] + count["error"] else "passed"
+
+
+def _problem(r: CheckResult, exceptions: dict) -> dict:
+    known = quality.active_exception(exceptions, r.check_name)
+    return {
+        "check": r.check_name,
+        "status": r.status,
+        "severity": f"warn (known exception: {known.reason})" if known else r.severity,
+        "category": r.category,
+        "failing": "" if r.failing_rows is None else f"{r.failing_rows} of {r.checked_rows}",
+        "threshold": "" if r.threshold is None else f"{r.threshold:.1%}",
+        "note": str(r.details.get("reason") or r.details.get("message") or ""),
+    }
+
+
 def index_page(
     site: Path, suites: list[Suite], results: list[CheckResult], run_id: str, exceptions: dict
 ) -> str:
     """A static index (GE's own index draws its tables with CDN scripts)."""
-    esc = html.escape
     rows, problems = [], []
     for suite in suites:
         mine = [r for r in results if r.target == suite.target]
-        count = {s: sum(r.status == s for r in mine) for s in quality.STATUSES}
-        fatal = sum(
-            r.status in ("failed", "error")
-            and r.severity == "fatal"
-            and not quality.active_exception(exceptions, r.check_name)
-            for r in mine
-        )
-        status = (
-            "not applicable"
-            if count["not_applicable"] == len(mine)
-            else "failed"
-            if fatal
-            else "warn"
-            if count["failed"] + count["error"]
-            else "passed"
-        )
         path = suite.target.replace(".", "/")
-        validation = _link(site, f"validations/{path}/**/*.html")
-        expectations = _link(site, f"expectations/{path}.html")
-        links = " ".join(
-            f'<a href="{esc(href)}">{label}</a>'
-            for href, label in ((validation, "result"), (expectations, "suite"))
-            if href
+        links = (
+            (_link(site, f"validations/{path}/**/*.html"), "result"),
+            (_link(site, f"expectations/{path}.html"), "suite"),
         )
         rows.append(
-            f"<tr><td>{esc(suite.target)}</td><td class='{status.split()[0]}'>{status}</td>"
-            f"<td>{len(mine)}</td><td>{count['passed']}</td>"
-            f"<td>{count['failed'] + count['error']}</td><td>{count['not_applicable']}</td>"
-            f"<td>{links}</td></tr>"
+            {
+                "target": suite.target,
+                "status": _suite_status(mine, exceptions),
+                "checks": len(mine),
+                "passed": sum(r.status == "passed" for r in mine),
+                "failed": sum(r.status in ("failed", "error") for r in mine),
+                "not_applicable": sum(r.status == "not_applicable" for r in mine),
+                "links": [(href, label) for href, label in links if href],
+            }
         )
-        for r in mine:
-            if r.status == "passed":
-                continue
-            known = quality.active_exception(exceptions, r.check_name)
-            severity = f"warn (known exception: {esc(known.reason)})" if known else r.severity
-            failing = "" if r.failing_rows is None else f"{r.failing_rows} of {r.checked_rows}"
-            threshold = "" if r.threshold is None else f"{r.threshold:.1%}"
-            note = r.details.get("reason") or r.details.get("message") or ""
-            problems.append(
-                f"<tr><td>{esc(r.check_name)}</td><td>{r.status}</td><td>{severity}</td>"
-                f"<td>{r.category}</td><td>{failing}</td><td>{threshold}</td>"
-                f"<td>{esc(str(note))}</td></tr>"
-            )
-    problem_table = (
-        "<table><thead><tr><th>check</th><th>status</th><th>severity</th><th>category</th>"
-        "<th>failing rows</th><th>tolerated</th><th>note</th></tr></thead><tbody>"
-        + "".join(problems)
-        + "</tbody></table>"
-        if problems
-        else "<p>Every expectation passed.</p>"
+        problems += [_problem(r, exceptions) for r in mine if r.status != "passed"]
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("cryoreg.quality", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
     )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>cryoreg Data Docs</title>
-<style>{OFFLINE_CSS}
-td.passed{{color:#2b8a3e}}td.failed{{color:#c92a2a;font-weight:600}}td.warn{{color:#b35c00}}
-</style></head>
-<body><div class="container">
-<h1>Data quality: Great Expectations</h1>
-<p>Run <code>{esc(run_id)}</code>. Suites are the reviewed files in <code>expectations/</code>;
-marts are validated whole, raw files only for the rows this run loaded (de-identified).
-Every check of the run (pandera, dbt, ingest too) is in <code>audit.check_results</code>.</p>
-<table><thead><tr><th>target</th><th>status</th><th>expectations</th><th>passed</th>
-<th>failed</th><th>not applicable</th><th>details</th></tr></thead>
-<tbody>{"".join(rows)}</tbody></table>
-<h2>Checks that did not pass</h2>
-{problem_table}
-</div></body></html>
-"""
+    return env.get_template("index.html").render(
+        css=_css(), run_id=run_id, suites=rows, problems=problems
+    )
 
 
 # ---------------------------------------------------------------- offline Data Docs
 
 _REMOTE = r"""(?:https?:)?//[^"'\s>)]+"""
-_REMOTE_TAGS = [
-    re.compile(rf"""<link\b[^>]*href=["']{_REMOTE}["'][^>]*/?>""", re.I),
-    re.compile(rf"""<script\b[^>]*src=["']{_REMOTE}["'][^>]*>\s*</script>""", re.I),
-    re.compile(rf"""<img\b[^>]*src=["']{_REMOTE}["'][^>]*/?>""", re.I),
-]
-_SCRIPTS = re.compile(r"<script\b[^>]*>.*?</script>", re.I | re.S)
-_FORMS = re.compile(r"<form\b[^>]*>.*?</form>|<footer\b[^>]*>.*?</footer>", re.I | re.S)
-_REMOTE_ATTR = re.compile(rf"""\s(?:href|src|action)=["']{_REMOTE}["']""", re.I)
 _REMOTE_CSS_URL = re.compile(rf"""url\(\s*["']?{_REMOTE}["']?\s*\)""", re.I)
 _URL_TEXT = re.compile(r"https?://[^\s\"'<>)]+", re.I)
 
-OFFLINE_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#212529;
-margin:0;background:#fff}
-a{color:#0b5cad}.container,.container-fluid{padding:16px 24px;box-sizing:border-box}
-.row{display:flex;flex-wrap:wrap;margin:0 -8px}[class*="col-"]{padding:0 8px;box-sizing:border-box;
-flex:1 1 100%}
-@media (min-width:768px){.col-md-2{flex:0 0 18%;max-width:18%}.col-md-10{flex:0 0 82%;
-max-width:82%}.col-md-4{flex:0 0 33%}.col-md-6{flex:0 0 50%}.col-md-8{flex:0 0 66%}}
-.navbar{display:flex;align-items:center;gap:16px;padding:8px 24px;border-bottom:1px solid #dee2e6;
-background:#f8f9fa}.navbar-brand{font-weight:600}.nav,.breadcrumb{list-style:none;padding:0;
-margin:0;display:flex;gap:12px;flex-wrap:wrap}
-.sticky{position:sticky;top:8px}.d-none{display:none}.collapse,.fade,.tab-pane{display:block;
-opacity:1}
-table,.table{border-collapse:collapse;width:100%;margin:8px 0}th,td{border:1px solid #dee2e6;
-padding:4px 8px;text-align:left;vertical-align:top}thead th{background:#f1f3f5}
-.card{border:1px solid #dee2e6;border-radius:6px;margin:12px 0}.card-header{padding:8px 12px;
-background:#f8f9fa;border-bottom:1px solid #dee2e6;font-weight:600}.card-body{padding:8px 12px}
-.alert{padding:8px 12px;border-radius:4px;margin:8px 0}.alert-secondary{background:#eef0f2}
-.badge{display:inline-block;padding:1px 6px;border-radius:8px;background:#6c757d;color:#fff;
-font-size:12px}.badge-danger{background:#c92a2a}.badge-success{background:#2b8a3e}
-.badge-info{background:#1971c2}
-.btn{display:inline-block;padding:3px 10px;border:1px solid #adb5bd;border-radius:4px;
-text-decoration:none;color:#212529;background:#f8f9fa}
-.text-danger{color:#c92a2a}.text-success{color:#2b8a3e}.ge-section{margin-bottom:24px}
-.cooltip .top{display:none}.cooltip:hover .top{display:block}
-.fas,.fa{font-style:normal;font-weight:700}.fa-check-circle::before{content:"\\2714";
-color:#2b8a3e}.fa-times::before{content:"\\2718";color:#c92a2a}
-.fa-question-circle::before{content:"?"}.fa-exclamation-triangle::before{content:"!"}
-"""
+
+def _is_remote(url: str | None) -> bool:
+    return bool(url) and re.match(r"(?:https?:)?//", url.strip(), re.I) is not None
+
+
+def _is_missing(page: Path, url: str | None) -> bool:
+    """A relative asset address that points at no file (GE's validation pages climb one
+    folder too few to their favicon)."""
+    if not url or re.match(r"[a-z][a-z0-9+.-]*:|#", url, re.I):
+        return False
+    path = unquote(url.split("#")[0].split("?")[0])
+    return bool(path) and not (page.parent / path).exists()
+
+
+def _offline_css(css: str) -> str:
+    """Remote url(...) in a stylesheet become none; no other address is left in it."""
+    return _URL_TEXT.sub("", _REMOTE_CSS_URL.sub("none", css))
+
+
+class _Offline(HTMLParser):
+    """Re-emits a page without scripts, forms, footers, remote or missing assets and remote
+    links.
+
+    Tags that need no change are written back as they came; the others are re-serialised.
+    """
+
+    DROPPED = {"script", "form", "footer"}  # with everything inside them
+    ASSETS = {"link": "href", "img": "src", "iframe": "src"}  # dropped when remote
+    URL_ATTRS = {"href", "src", "action", "srcset", "poster"}
+
+    def __init__(self, page: Path) -> None:
+        super().__init__(convert_charrefs=False)
+        self.page = page
+        self.out: list[str] = []
+        self.dropping: str | None = None  # the tag being dropped, and how deep we are in it
+        self.depth = 0
+        self.in_style = False
+
+    def rewrite(self, page: str) -> str:
+        self.feed(page)
+        self.close()
+        return "".join(self.out)
+
+    def _tag(self, tag: str, attrs: list[tuple[str, str | None]], closed: bool) -> str | None:
+        """The tag as it should be written, or None to leave it out."""
+        if tag in self.ASSETS:
+            url = dict(attrs).get(self.ASSETS[tag])
+            if _is_remote(url) or _is_missing(self.page, url):
+                return None
+        kept = [
+            (name, _offline_css(value) if name == "style" else _URL_TEXT.sub("", value))
+            if value
+            else (name, value)
+            for name, value in attrs
+            if not (name in self.URL_ATTRS and _is_remote(value))
+            and not name.startswith("on")  # handlers of scripts that are gone
+        ]
+        if kept == attrs:
+            return self.get_starttag_text()
+        text = "".join(
+            f" {name}" if value is None else f' {name}="{html.escape(value)}"'
+            for name, value in kept
+        )
+        return f"<{tag}{text}{' /' if closed else ''}>"
+
+    def _start(self, tag: str, attrs: list, closed: bool) -> None:
+        if self.dropping:
+            self.depth += tag == self.dropping and not closed
+            return
+        if tag in self.DROPPED and not closed:
+            self.dropping, self.depth = tag, 1
+            return
+        written = self._tag(tag, attrs, closed)
+        if written is not None:
+            self.out.append(written)
+        self.in_style = tag == "style" and not closed
+
+    def handle_starttag(self, tag, attrs):
+        self._start(tag, attrs, closed=False)
+
+    def handle_startendtag(self, tag, attrs):
+        self._start(tag, attrs, closed=True)
+
+    def handle_endtag(self, tag):
+        if self.dropping:
+            self.depth -= tag == self.dropping
+            if not self.depth:
+                self.dropping = None
+            return
+        if tag == "head":
+            self.out.append(f"<style>{_css()}</style>")
+        self.in_style = False
+        self.out.append(f"</{tag}>")
+
+    def handle_data(self, data):
+        if not self.dropping:
+            self.out.append(_offline_css(data) if self.in_style else _URL_TEXT.sub("", data))
+
+    def handle_entityref(self, name):
+        if not self.dropping:
+            self.out.append(f"&{name};")
+
+    def handle_charref(self, name):
+        if not self.dropping:
+            self.out.append(f"&#{name};")
+
+    def handle_decl(self, decl):
+        self.out.append(f"<!{decl}>")
+
+    # comments and processing instructions are left out: they show nothing, may hold addresses
 
 
 def make_offline(folder: Path) -> None:
-    """Strip CDN assets and remote links from Data Docs; add a small inline stylesheet.
+    """Strip CDN assets, scripts, dead asset links and remote links from Data Docs; add a small
+    inline stylesheet.
 
     Pages become static HTML (no script needed): collapsed sections are shown open.
     """
-    style = f"<style>{OFFLINE_CSS}</style>"
     for page in folder.rglob("*.html"):
-        html = page.read_text(encoding="utf-8")
-        for pattern in _REMOTE_TAGS:
-            html = pattern.sub("", html)
-        html = _SCRIPTS.sub("", html)
-        html = _FORMS.sub("", html)
-        html = _REMOTE_ATTR.sub("", html)
-        html = _URL_TEXT.sub("", html)
-        html = html.replace("</head>", f"{style}</head>", 1)
-        page.write_text(html, encoding="utf-8")
+        text = _Offline(page).rewrite(page.read_text(encoding="utf-8"))
+        page.write_text(text, encoding="utf-8")
     for sheet in folder.rglob("*.css"):
-        css = sheet.read_text(encoding="utf-8")
-        sheet.write_text(_URL_TEXT.sub("", _REMOTE_CSS_URL.sub("none", css)), encoding="utf-8")
-    for image in folder.rglob("*.svg"):
-        svg = image.read_text(encoding="utf-8")
-        image.write_text(re.sub(r"<a\b[^>]*>|</a>", "", svg), encoding="utf-8")
+        sheet.write_text(_offline_css(sheet.read_text(encoding="utf-8")), encoding="utf-8")
 
 
 def remote_references(folder: Path) -> list[str]:
