@@ -216,6 +216,20 @@ def test_dbt_docs_describe_the_marts(docs_url, page, seen, tmp_path):
     _assert_offline(seen)
 
 
+def test_dbt_docs_open_on_the_registry_and_its_definitions(docs_url, page, seen):
+    """The site's front page explains the registry and leads to each clinical definition."""
+    page.goto(docs_url)
+    page.wait_for_function("() => document.body.innerText.includes('The clinical definitions')")
+    assert "cryoreg: the liver cryoablation registry" in page.inner_text("body")
+    page.click("text=technique efficacy study")
+    page.wait_for_function(
+        "() => location.hash.includes('int_tumor_technique_efficacy_study')"
+        " && document.body.innerText.includes('te_study_day')"
+    )
+    assert seen.errors == []
+    _assert_offline(seen)
+
+
 # --- de-identification of everything under out/ ----------------------------------------------
 
 
