@@ -317,7 +317,11 @@ def test_cox_table_shows_naive_and_clustered_errors(built):
 
 
 def test_every_figure_and_table_names_its_source(built):
-    _, _, text = built
+    _, out, text = built
+    files = sorted(out.parent.glob("*.svg"))
+    assert len(files) == 4
+    for svg in files:  # also when read apart from the report
+        assert "Source: marts." in svg.read_text(), svg.name
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", text, flags=re.S)
     assert len(captions) == 4
     for caption in captions:

@@ -349,7 +349,7 @@ def test_logrank_against_hand_formula():
     assert analyze.logrank_p(times, events, np.array(["lt4cm"] * 14)) is None
 
 
-# --- compute_metrics on a real DuckDB --------------------------------------------------------
+# --- compute on a real DuckDB ------------------------------------------------------------------
 
 
 def test_metrics_contract_keys(warehouse):

@@ -62,7 +62,10 @@ def standalone(svg: str) -> str:
     return re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
 
 
-def _svg_text(fig) -> str:
+def _svg_text(fig, source: str) -> str:
+    """The figure as an SVG document, naming the marts it comes from under its axes (the file
+    is also read apart from the report)."""
+    fig.text(0.01, 0.0, f"Source: {source}", ha="left", va="top", fontsize=7, color="#555555")
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     return buf.getvalue()
@@ -162,7 +165,7 @@ def km_svg(survival: LtpFreeSurvival) -> str | None:
             _at_risk_table(table, rows, years)
             _time_axis(ax, xmax, years, title, "LTP-free survival")
             ax.legend(loc="lower left", title=legend_title, frameon=False)
-        return _svg_text(fig)
+        return _svg_text(fig, survival.source)
 
 
 def os_svg(overall: OverallSurvival) -> str | None:
@@ -185,7 +188,7 @@ def os_svg(overall: OverallSurvival) -> str | None:
         _time_axis(ax, xmax, years, "Overall survival from the first procedure", "Survival")
         ax.set_xlabel("Years after the first cryoablation")
         ax.legend(loc="lower left", frameon=False)
-        return _svg_text(fig)
+        return _svg_text(fig, f"{overall.source} (died, overall_survival_years)")
 
 
 # --- competing risks -----------------------------------------------------------------------------
@@ -234,7 +237,8 @@ def cif_svg(incidence: CumulativeIncidence) -> str | None:
             _at_risk_table(table, rows, years)
             _time_axis(ax, xmax, years, title, "Cumulative incidence")
             ax.legend(loc="upper left", frameon=False, fontsize=8)
-        return _svg_text(fig)
+        columns = "ltp_competing_event, ltp_competing_time_years, size_group"
+        return _svg_text(fig, f"{incidence.source} ({columns})")
 
 
 # --- attrition flowchart -------------------------------------------------------------------------
@@ -285,4 +289,4 @@ def flowchart_layout(steps: tuple[AttritionStep, ...]) -> dict:
         h = 16 + 16 * len(lines)
         parts.append(Box(left, y, box_w, h, "fc-step", lines, "fc-text"))
         y += h
-    return {"parts": parts, "width": side_x + side_w + 10, "height": y + 10}
+    return {"parts": parts, "width": side_x + side_w + 10, "height": y + 30, "source_y": y + 22}

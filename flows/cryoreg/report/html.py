@@ -334,7 +334,7 @@ def flowchart_svg(results: Results) -> str | None:
     if not results.attrition:
         return None
     layout = figures.flowchart_layout(results.attrition)
-    return _environment().get_template("flowchart.svg").render(**layout)
+    return _environment().get_template("flowchart.svg").render(**layout, source=ATTRITION_SOURCE)
 
 
 def write_report(results: Results, out_dir: Path, run: dict | None = None) -> Path:
