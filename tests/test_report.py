@@ -1,7 +1,11 @@
-"""report.html from a small real DuckDB warehouse: one self-contained file a clinician can read."""
+"""report.html from a small real DuckDB warehouse: one self-contained file a clinician can read.
+
+The report is written from the analysis' results alone: the warehouse is gone by then.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from html.parser import HTMLParser
 
@@ -9,6 +13,7 @@ import duckdb
 import pytest
 
 from cryoreg.analysis import metrics as analyze
+from cryoreg.analysis.results import Cohort, Outcome, Results, Summary
 from cryoreg.report import html as report
 
 RUN = {
@@ -82,17 +87,28 @@ select * from (values
 """
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    path = root / "warehouse.duckdb"
+def analyzed(path, *statements: str):
+    """The results of a real DuckDB warehouse of MARTS_SQL (then `statements`), after which
+    the warehouse file is deleted: the report must not need it."""
     with duckdb.connect(str(path)) as con:
         con.execute(MARTS_SQL)
+        for statement in statements:
+            con.execute(statement)
     with duckdb.connect(str(path), read_only=True) as con:
-        metrics = analyze.compute_metrics(con)
-        metrics["run"] = RUN
-        out = report.write_report(metrics, con, root / "out")
-    return metrics, out, out.read_text(encoding="utf-8")
+        results = analyze.compute(con)
+    path.unlink()
+    return results
+
+
+@pytest.fixture(scope="module")
+def analysis(tmp_path_factory):
+    return analyzed(tmp_path_factory.mktemp("report") / "warehouse.duckdb")
+
+
+@pytest.fixture(scope="module")
+def built(analysis, tmp_path_factory):
+    out = report.write_report(analysis, tmp_path_factory.mktemp("report-out"), run=RUN)
+    return analyze.metrics_json(analysis, RUN), out, out.read_text(encoding="utf-8")
 
 
 class _Elements(HTMLParser):
@@ -185,34 +201,35 @@ def test_cox_and_row_accounting_sections(built):
     assert "marts.fct_tumor_attrition" in text
 
 
-def paper_metrics() -> dict:
-    """Metrics as a run that reproduces the paper would produce them."""
+def paper_results(results: Results) -> Results:
+    """Results as a run that reproduces the paper would produce them (the rest as `results`)."""
     p = analyze.proportion
 
-    def block(groups: dict, a: str, b: str) -> dict:
-        return {**groups, **analyze.compare(groups[a], groups[b])}
+    def compared(groups: dict, a: str, b: str) -> Outcome:
+        return Outcome(groups, analyze.compare(groups[a], groups[b]))
 
-    return {
-        "cohort": {
-            "patients": 186,
-            "women": 95,
-            "age_years": {"mean": 60.94, "min": 29, "max": 88},
-            "procedures": 236,
-            "guidance": {"CT": 126, "MRI": 100, "PET/CT": 10},
-            "tumors": 299,
-            "metastases": 243,
-            "primary": 56,
-            "diameter_cm": {"mean": 2.46, "median": 2.2, "min": 0.3, "max": 7.8},
-            "follow_up_years": {"mean": 2.52, "min": 0.17, "max": 14.6},
-        },
-        "technical_success": {"all": p(279, 295)},
-        "technique_efficacy": block(
+    return dataclasses.replace(
+        results,
+        cohort=Cohort(
+            patients=186,
+            women=95,
+            age_years=Summary(mean=60.94, min=29, max=88),
+            procedures=236,
+            guidance={"CT": 126, "MRI": 100, "PET/CT": 10},
+            tumors=299,
+            metastases=243,
+            primary=56,
+            diameter_cm=Summary(mean=2.46, median=2.2, min=0.3, max=7.8),
+            follow_up_years=Summary(mean=2.52, min=0.17, max=14.6),
+        ),
+        technical_success=Outcome({"all": p(279, 295)}),
+        technique_efficacy=compared(
             {"all": p(231, 258), "lt4cm": p(213, 228), "ge4cm": p(18, 30)}, "lt4cm", "ge4cm"
         ),
-        "local_tumor_progression": block(
+        local_tumor_progression=compared(
             {"all": p(60, 258), "lt4cm": p(41, 228), "ge4cm": p(19, 30)}, "lt4cm", "ge4cm"
         ),
-        "adverse_events": block(
+        adverse_events=compared(
             {
                 "any": p(80, 236),
                 "major": p(25, 236),
@@ -222,14 +239,39 @@ def paper_metrics() -> dict:
             "major_lt4cm",
             "major_ge4cm",
         ),
-    }
+    )
 
 
-def test_a_run_reproducing_the_paper_has_no_differing_row():
-    table = report.paper_table(paper_metrics())
-    assert "Every figure of the paper is reproduced." in table
+def _paper_table(text: str) -> str:
+    start = text.index('<table class="results">')
+    return text[start : text.index("</table>", start)]
+
+
+def test_a_run_reproducing_the_paper_has_no_differing_row(analysis):
+    text = report.render(paper_results(analysis))
+    assert "Every figure of the paper is reproduced." in text
+    table = _paper_table(text)
     assert 'class="differs"' not in table and "≠" not in table
     assert "0.0412" in table and "0.0517" in table  # both p values of the major-AE comparison
+
+
+def test_paper_figures_are_printed_as_in_the_paper(analysis):
+    """The paper's column comes from cryoreg.paper, in the paper's printed format."""
+    table = _paper_table(report.render(analysis))
+    for printed in (
+        "186 / 95",
+        "60.9 (29–88)",
+        "126 / 100 / 10",
+        "2.5 / 2.2 (0.3–7.8)",
+        "2.5 (2 months–14.6)",
+        "279/295 (94.6%)",
+        "18/30 (60.0%)",
+        "80/236 (33.9%)",
+        "&lt; 0.0001",
+        ">0.04<",
+    ):
+        assert printed in table, printed
+    assert "the paper prints 33.8%" in table  # cryoreg.paper's notes
 
 
 def test_p_matches_at_the_papers_precision():
@@ -239,13 +281,8 @@ def test_p_matches_at_the_papers_precision():
 
 
 def test_tolerant_without_run_block_or_attrition_mart(tmp_path):
-    path = tmp_path / "bare.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute(MARTS_SQL)
-        con.execute("drop table marts.fct_tumor_attrition")
-    with duckdb.connect(str(path), read_only=True) as con:
-        metrics = analyze.compute_metrics(con)
-        out = report.write_report(metrics, con, tmp_path / "out")
+    results = analyzed(tmp_path / "bare.duckdb", "drop table marts.fct_tumor_attrition")
+    out = report.write_report(results, tmp_path / "out")
     text = out.read_text(encoding="utf-8")
     assert "produced outside the nightly flow" in text
     assert 'id="attrition-flowchart"' in text and "not available" in text
@@ -280,7 +317,11 @@ def test_cox_table_shows_naive_and_clustered_errors(built):
 
 
 def test_every_figure_and_table_names_its_source(built):
-    _, _, text = built
+    _, out, text = built
+    files = sorted(out.parent.glob("*.svg"))
+    assert len(files) == 4
+    for svg in files:  # also when read apart from the report
+        assert "Source: marts." in svg.read_text(), svg.name
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", text, flags=re.S)
     assert len(captions) == 4
     for caption in captions:
@@ -300,37 +341,47 @@ def test_inline_figures_do_not_share_ids(built):
 
 
 def test_beyond_the_paper_sections_tolerate_an_older_warehouse(tmp_path):
-    path = tmp_path / "old.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute(MARTS_SQL)
-        con.execute("alter table marts.fct_tumor drop column ltp_competing_event")
-        con.execute("alter table marts.dim_patient drop column overall_survival_years")
-    with duckdb.connect(str(path), read_only=True) as con:
-        metrics = analyze.compute_metrics(con)
-        text = report.write_report(metrics, con, tmp_path / "out").read_text(encoding="utf-8")
+    results = analyzed(
+        tmp_path / "old.duckdb",
+        "alter table marts.fct_tumor drop column ltp_competing_event",
+        "alter table marts.dim_patient drop column overall_survival_years",
+    )
+    text = report.write_report(results, tmp_path / "out").read_text(encoding="utf-8")
     assert 'id="os-figure"' in text and 'id="cif-figure"' in text
     assert "not available" in text and 'id="km-figure"' in text
 
 
-def test_data_quality_section_lists_fatal_and_warnings(tmp_path):
-    from cryoreg.report.html import data_quality_section
+def _data_quality(text: str) -> str:
+    return text[text.index("<h2>Data quality</h2>") :]
 
-    status = {
-        "status": "failed",
-        "checks": 10,
-        "passed": 7,
-        "failed": 2,
-        "error": 0,
-        "not_applicable": 1,
-        "fatal": ["raw.tumors.diameter_mm:range <b>"],
-        "warnings": ["delta.imaging:row_count_change"],
-    }
-    html = data_quality_section({"data_quality": status}, tmp_path)
+
+STATUS = {
+    "status": "failed",
+    "checks": 10,
+    "passed": 7,
+    "failed": 2,
+    "error": 0,
+    "not_applicable": 1,
+    "fatal": ["raw.tumors.diameter_mm:range <b>"],
+    "warnings": ["delta.imaging:row_count_change"],
+}
+
+
+def test_data_quality_section_lists_fatal_and_warnings(analysis):
+    status = STATUS
+    html = _data_quality(report.render(analysis, run={"data_quality": status}))
     assert "Status: <strong>failed</strong>" in html and "7 of 10 checks passed" in html
     assert "raw.tumors.diameter_mm:range &lt;b&gt;" in html  # escaped
     assert "delta.imaging:row_count_change" in html
     assert "data_docs/index.html" not in html  # no Data Docs folder: no dead link
+    linked = report.render(analysis, run={"data_quality": status}, data_docs=True)
+    assert "href='data_docs/index.html'" in _data_quality(linked)
+    assert "No data-quality checks" in _data_quality(report.render(analysis))
+
+
+def test_data_docs_are_linked_when_the_run_wrote_them(analysis, tmp_path):
     (tmp_path / "data_docs").mkdir()
     (tmp_path / "data_docs" / "index.html").write_text("<html></html>")
-    assert "href='data_docs/index.html'" in data_quality_section({"data_quality": status}, tmp_path)
-    assert "No data-quality checks" in data_quality_section(None, tmp_path)
+    run = {**RUN, "data_quality": STATUS}
+    text = report.write_report(analysis, tmp_path, run=run).read_text(encoding="utf-8")
+    assert "href='data_docs/index.html'" in text

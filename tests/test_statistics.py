@@ -1,4 +1,4 @@
-"""analyze.py's statistics against independent computations written out in this file."""
+"""The analysis' statistics against independent computations written out in this file."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from fractions import Fraction
 import duckdb
 import pyarrow as pa
 import pytest
-from scipy.stats import binomtest, chi2, norm
+from scipy.stats import beta, binom, chi2, norm
 
+from cryoreg.analysis import fast_lifelines
 from cryoreg.analysis import metrics as analyze
 
 Z = norm.ppf(0.975)
@@ -153,12 +154,19 @@ def build_warehouse(path, tumors=None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory):
+def analysis(tmp_path_factory):
+    """The rows of the small warehouse and the typed results computed from it."""
     path = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
     rows = build_warehouse(path)
     with duckdb.connect(str(path), read_only=True) as con:
-        metrics = analyze.compute_metrics(con)
-    return rows, metrics
+        return rows, analyze.compute(con)
+
+
+@pytest.fixture(scope="module")
+def warehouse(analysis):
+    """The rows and the metrics.json form of their results."""
+    rows, results = analysis
+    return rows, results.to_json()
 
 
 # --- independent reference computations ------------------------------------------------------
@@ -224,20 +232,36 @@ def hand_logrank(times, events, groups) -> float:
 # --- proportions and 2x2 tests ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("k,n", [(0, 1), (0, 12), (1, 12), (7, 12), (12, 12), (279, 295), (8, 41)])
-def test_clopper_pearson_matches_binomtest(k, n):
+def hand_clopper_pearson(k: int, n: int) -> tuple[float, float]:
+    """The exact interval as beta quantiles (Clopper & Pearson 1934)."""
+    low = 0.0 if k == 0 else beta.ppf(0.025, k, n - k + 1)
+    high = 1.0 if k == n else beta.ppf(0.975, k + 1, n - k)
+    return low, high
+
+
+@pytest.mark.parametrize(
+    "k,n", [(0, 1), (0, 12), (1, 12), (7, 12), (12, 12), (279, 295), (8, 41), (17, 195)]
+)
+def test_exact_interval_is_clopper_pearson(k, n):
     p = analyze.proportion(k, n)
-    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
-    assert p["k"] == k and p["n"] == n
-    assert p["pct"] == pytest.approx(100 * k / n)
-    assert p["ci95"] == pytest.approx([ref.low, ref.high], abs=1e-12)
-    assert (k > 0 or p["ci95"][0] == 0.0) and (k < n or p["ci95"][1] == 1.0)
+    assert (p.k, p.n) == (k, n)
+    assert p.pct == pytest.approx(100 * k / n)
+    low, high = p.ci95
+    assert low == pytest.approx(hand_clopper_pearson(k, n)[0], abs=1e-12)
+    assert high == pytest.approx(hand_clopper_pearson(k, n)[1], abs=1e-12)
+    # the defining tail probabilities: each bound leaves 2.5% on its side
+    if k > 0:
+        assert binom.sf(k - 1, n, low) == pytest.approx(0.025, rel=1e-9)
+    if k < n:
+        assert binom.cdf(k, n, high) == pytest.approx(0.025, rel=1e-9)
+    assert (k > 0 or low == 0.0) and (k < n or high == 1.0)
 
 
 def test_empty_proportion_is_null_not_an_error():
-    assert analyze.proportion(0, 0) == {"k": 0, "n": 0, "pct": None, "ci95": [None, None]}
+    empty = {"k": 0, "n": 0, "pct": None, "ci95": [None, None]}
+    assert analyze.proportion(0, 0).to_json() == empty
     cmp = analyze.compare(analyze.proportion(3, 10), analyze.proportion(0, 0))
-    assert cmp["p_chi2"] is None and cmp["p_fisher"] is None
+    assert cmp.p_chi2 is None and cmp.p_fisher is None
 
 
 @pytest.mark.parametrize(
@@ -245,7 +269,7 @@ def test_empty_proportion_is_null_not_an_error():
     [(17, 195, 8, 41), (213, 228, 18, 30), (41, 228, 19, 30), (3, 9, 6, 8), (0, 10, 4, 9)],
 )
 def test_chi2_and_fisher_against_hand_formulas(a, n1, c, n2):
-    cmp = analyze.compare(analyze.proportion(a, n1), analyze.proportion(c, n2))
+    cmp = analyze.compare(analyze.proportion(a, n1), analyze.proportion(c, n2)).to_json()
     stat, p, min_expected = hand_chi2(a, n1 - a, c, n2 - c)
     assert cmp["chi2"] == pytest.approx(stat, rel=1e-12)
     assert cmp["p_chi2"] == pytest.approx(p, rel=1e-9)
@@ -257,14 +281,14 @@ def test_chi2_and_fisher_against_hand_formulas(a, n1, c, n2):
 def test_paper_major_ae_comparison():
     """17/195 vs 8/41: the paper's p = 0.04 is the uncorrected chi-square; Fisher gives 0.052."""
     cmp = analyze.compare(analyze.proportion(17, 195), analyze.proportion(8, 41))
-    assert round(cmp["p_chi2"], 2) == 0.04
-    assert round(cmp["p_fisher"], 3) == 0.052
-    assert cmp["expected_cell_below_5"] is True  # 25 * 41 / 236 = 4.34
+    assert round(cmp.p_chi2, 2) == 0.04
+    assert round(cmp.p_fisher, 3) == 0.052
+    assert cmp.expected_cell_below_5 is True  # 25 * 41 / 236 = 4.34
 
 
 def test_chi2_undefined_when_a_margin_is_zero():
     cmp = analyze.compare(analyze.proportion(10, 10), analyze.proportion(5, 5))
-    assert cmp["p_chi2"] is None and cmp["p_fisher"] == pytest.approx(1.0)
+    assert cmp.p_chi2 is None and cmp.p_fisher == pytest.approx(1.0)
 
 
 # --- Kaplan-Meier and log-rank ---------------------------------------------------------------
@@ -277,7 +301,7 @@ KM_EVENTS = [True, True, False, True, True, False, False, False]
 def test_kaplan_meier_small_example_by_hand():
     import numpy as np
 
-    km = analyze.km_summary(np.array(KM_TIMES), np.array(KM_EVENTS))
+    km = analyze.kaplan_meier(np.array(KM_TIMES), np.array(KM_EVENTS)).to_json()
     assert km["n"] == 8 and km["events"] == 4
     # S(1) = 6/8; S(2) = 6/8 * 5/6 (censored at 2 still at risk); S(3) = 5/8 * 3/4.
     expected = {"1": (0.75, 8), "2": (0.625, 6), "3": (0.46875, 4), "5": (0.46875, 1)}
@@ -297,7 +321,7 @@ def test_kaplan_meier_ci_is_the_step_value_between_event_times():
 
     times = np.array([0.5, 1.5, 2.5, 2.5, 6.0, 7.0])
     events = np.array([False, True, False, True, False, False])
-    km = analyze.km_summary(times, events)
+    km = analyze.kaplan_meier(times, events).to_json()
     s1, v1 = hand_km(times, events, 1)
     s3, v3 = hand_km(times, events, 3)
     assert km["at_years"]["1"]["survival"] == 1.0 and km["at_years"]["1"]["ci95"] == [1.0, 1.0]
@@ -309,7 +333,7 @@ def test_kaplan_meier_ci_is_the_step_value_between_event_times():
 def test_kaplan_meier_empty_group():
     import numpy as np
 
-    km = analyze.km_summary(np.array([]), np.array([], dtype=bool))
+    km = analyze.kaplan_meier(np.array([]), np.array([], dtype=bool)).to_json()
     assert km["n"] == 0 and km["median_years"] is None
     assert km["at_years"]["1"] == {"survival": None, "ci95": [None, None], "at_risk": 0}
 
@@ -325,7 +349,7 @@ def test_logrank_against_hand_formula():
     assert analyze.logrank_p(times, events, np.array(["lt4cm"] * 14)) is None
 
 
-# --- compute_metrics on a real DuckDB --------------------------------------------------------
+# --- compute on a real DuckDB ------------------------------------------------------------------
 
 
 def test_metrics_contract_keys(warehouse):
@@ -431,7 +455,7 @@ def test_edge_cases_give_null_stats_not_errors(tmp_path):
     with_competing_outcome(tumors)
     build_warehouse(tmp_path / "edge.duckdb", tumors)
     with duckdb.connect(str(tmp_path / "edge.duckdb"), read_only=True) as con:
-        m = analyze.compute_metrics(con)
+        m = analyze.compute(con).to_json()
     assert m["technique_efficacy"]["ge4cm"]["pct"] is None
     assert m["technique_efficacy"]["p_chi2"] is None
     assert m["technique_efficacy"]["p_fisher"] is None
@@ -450,15 +474,16 @@ def test_cox_non_convergence_is_reported_not_raised(tmp_path):
             t["origin"] = "metastasis" if t["ltp_event"] else "primary"
     build_warehouse(tmp_path / "sep.duckdb", tumors)
     with duckdb.connect(str(tmp_path / "sep.duckdb"), read_only=True) as con:
-        cox = analyze.cox_model(con)
+        cox = analyze.cox_model(con).to_json()
     assert cox["converged"] is False
     assert any("separation" in w for w in cox["warnings"]) or cox.get("error")
     assert not any("http" in w for w in cox["warnings"])
     json.dumps(cox, allow_nan=False)
 
 
-def test_write_metrics_round_trip_with_run_block(tmp_path, warehouse):
-    _, m = warehouse
+def test_write_metrics_round_trip_with_run_block(tmp_path, analysis):
+    _, results = analysis
+    m = results.to_json()
     run = {
         "run_id": "r1",
         "code_version": "0.1.0+abc",
@@ -475,7 +500,9 @@ def test_write_metrics_round_trip_with_run_block(tmp_path, warehouse):
             }
         ],
     }
-    path = analyze.write_metrics({**m, "run": run}, tmp_path / "out" / "metrics.json")
+    path = analyze.write_metrics(
+        analyze.metrics_json(results, run), tmp_path / "out" / "metrics.json"
+    )
     text = path.read_text()
     assert json.loads(text) == json.loads(json.dumps({**m, "run": run}))
     assert text.startswith('{\n  "schema_version": 1')
@@ -553,9 +580,9 @@ def test_same_day_progression_and_death_are_a_tie_not_jittered(warehouse):
     death_times = {t["ltp_competing_time_years"] for t in te if t["ltp_competing_event"] == "death"}
     assert ltp_times & death_times  # the fixture has a cross-cause tie
     with duckdb.connect() as con:  # same numbers twice: nothing random
-        again = analyze.cumulative_incidence_summary(
+        again = analyze.competing_risk(
             *(lambda d: (d["time"], d["code"]))(_competing(con, te))
-        )
+        ).to_json()
     assert again == m["ltp_cumulative_incidence"]["all"]
 
 
@@ -586,7 +613,7 @@ def test_blocks_beyond_the_paper_tolerate_an_older_warehouse(tmp_path):
         con.execute("alter table marts.fct_tumor drop column ltp_competing_event")
         con.execute("alter table marts.dim_patient drop column died")
     with duckdb.connect(str(tmp_path / "old.duckdb"), read_only=True) as con:
-        m = analyze.compute_metrics(con)
+        m = analyze.compute(con).to_json()
     assert m["overall_survival"]["error"].startswith("not available")
     assert m["ltp_cumulative_incidence"]["error"].startswith("not available")
     json.dumps(m, allow_nan=False)
@@ -631,7 +658,7 @@ def test_clustered_cox_equals_lifelines_own_sandwich():
 
     frame = _random_cox_frame()
     args = {"duration_col": "duration", "event_col": "event", "batch_mode": True}
-    ours = analyze._cox_fitter().fit(frame, cluster_col="patient_key", **args).summary
+    ours = fast_lifelines.cox_fitter(0.05).fit(frame, cluster_col="patient_key", **args).summary
     theirs = CoxPHFitter(alpha=0.05).fit(frame, cluster_col="patient_key", **args).summary
     assert ours.index.tolist() == theirs.index.tolist()
     for column in ("coef", "se(coef)", "p", "exp(coef) lower 95%", "exp(coef) upper 95%"):
@@ -652,7 +679,9 @@ def test_cumulative_incidence_interval_equals_lifelines_own():
     time = time + np.arange(300) * 1e-7  # no tied event times: lifelines would jitter them
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ours = analyze._aalen_johansen()(alpha=0.05, seed=0).fit(time, code, event_of_interest=1)
+        ours = fast_lifelines.aalen_johansen()(alpha=0.05, seed=0).fit(
+            time, code, event_of_interest=1
+        )
         theirs = AalenJohansenFitter(alpha=0.05, seed=0).fit(time, code, event_of_interest=1)
     columns = ours.confidence_interval_.columns.tolist()
     assert columns == theirs.confidence_interval_.columns.tolist()
@@ -660,3 +689,152 @@ def test_cumulative_incidence_interval_equals_lifelines_own():
     np.testing.assert_allclose(
         ours.confidence_interval_, theirs.confidence_interval_, rtol=1e-12, atol=0
     )
+
+
+# --- the fitted curves handed to the report ----------------------------------------------------
+
+
+def test_kaplan_meier_curves_are_the_fitted_step_functions(analysis):
+    """The report draws these curves instead of refitting: each must be the product-limit
+    estimate at every time, with its band, the censoring ticks and the numbers at risk."""
+    import numpy as np
+
+    rows, results = analysis
+    te = [t for t in rows["tumors"] if t["te_evaluable"]]
+    for group in ("all", "lt4cm", "ge4cm"):
+        mine = [t for t in te if group == "all" or t["size_group"] == group]
+        times = [t["ltp_time_years"] for t in mine]
+        events = [t["ltp_event"] for t in mine]
+        km = results.ltp_free_survival[group]
+        curve = km.curve
+        assert curve.times[0] == 0 and list(curve.times) == sorted(set(curve.times))
+        for when, value, low, high in zip(
+            curve.times, curve.values, curve.lower, curve.upper, strict=True
+        ):
+            s, v = hand_km(times, events, when)
+            assert value == pytest.approx(s, abs=1e-12)
+            if 0 < s < 1:
+                assert (low, high) == pytest.approx(loglog_ci(s, v), rel=1e-9)
+            elif s == 0:
+                assert np.isnan(low) and np.isnan(high)  # undefined, not lifelines' 1.0
+        for year, at in km.at_years.items():
+            assert curve.at(year) == at.survival
+        censored = sorted({x for x, e in zip(times, events, strict=True) if not e})
+        assert list(km.censored_times) == censored
+        assert km.follow_up.max_time == max(times)
+        assert km.follow_up.at_risk_by_year == tuple(
+            sum(x >= year for x in times) for year in range(11)
+        )
+
+
+def test_cumulative_incidence_curves_are_the_fitted_step_functions(analysis):
+    import numpy as np
+
+    rows, results = analysis
+    te = [t for t in rows["tumors"] if t["te_evaluable"]]
+    code = {"censored": 0, "ltp": 1, "death": 2}
+    for group in ("all", "lt4cm", "ge4cm"):
+        mine = [t for t in te if group == "all" or t["size_group"] == group]
+        times = [t["ltp_competing_time_years"] for t in mine]
+        codes = [code[t["ltp_competing_event"]] for t in mine]
+        risk = results.ltp_cumulative_incidence[group]
+        for when in sorted(set(times)) + [0.0, 1.0, 20.0]:
+            assert risk.ltp.at(when) == pytest.approx(
+                hand_cumulative_incidence(times, codes, when, 1), abs=1e-12
+            )
+            assert risk.death.at(when) == pytest.approx(
+                hand_cumulative_incidence(times, codes, when, 2), abs=1e-12
+            )
+            s, _ = hand_km(times, [c == 1 for c in codes], when)
+            assert risk.km.at(when) == pytest.approx(s, abs=1e-12)
+        # the band where defined (not at 0, nor where the last at-risk tumor has its event)
+        defined = (risk.ltp.values > 0) & ~np.isnan(risk.ltp.lower)
+        assert defined.sum() > 3
+        assert (risk.ltp.lower[defined] <= risk.ltp.values[defined]).all()
+        assert (risk.ltp.values[defined] <= risk.ltp.upper[defined]).all()
+        for year, at in risk.at_years.items():
+            assert risk.ltp.at(year) == at.cif and risk.death.at(year) == at.death_cif
+
+
+def test_attrition_steps_are_read_in_order(analysis, tmp_path):
+    _, results = analysis
+    assert [(s.step, s.tumors_remaining, s.tumors_excluded) for s in results.attrition] == [
+        (step, left, out) for _, step, left, out, _ in ATTRITION
+    ]
+    build_warehouse(tmp_path / "bare.duckdb")
+    with duckdb.connect(str(tmp_path / "bare.duckdb")) as con:
+        con.execute("drop table marts.fct_tumor_attrition")
+        assert analyze.attrition(con) is None
+
+
+# --- metrics.json's schema ---------------------------------------------------------------------
+
+RUN = {
+    "run_id": "r1",
+    "code_version": "0.1.0+abc",
+    "started_at": "2024-01-02T02:00:00+00:00",
+    "finished_at": "2024-01-02T02:01:00+00:00",
+    "extracts": [{"name": "2024-01-01", "content_hash": "ab12", "loaded_this_run": True}],
+    "warnings": [],
+    "files": [
+        {"extract": "2024-01-01", "file": "tumors.csv", "read": 3, "loaded": 3, "quarantined": 0}
+    ],
+    "data_quality": {
+        "status": "passed",
+        "checks": 1,
+        "passed": 1,
+        "failed": 0,
+        "error": 0,
+        "not_applicable": 0,
+        "fatal": [],
+        "warnings": [],
+    },
+    "dbt": {"nodes": 1, "passed": 1, "warned": [], "full_refresh": None, "slowest_nodes": []},
+}
+
+
+@pytest.mark.parametrize("case", ["cohort", "edge", "older warehouse"])
+def test_metrics_of_every_case_match_the_schema(tmp_path, case):
+    """Null statistics, an unfitted Cox model and blocks not available still follow the schema."""
+    import jsonschema
+
+    tumors = tumor_rows()
+    if case == "edge":
+        for t in tumors:
+            t["size_group"] = "lt4cm"
+            t["ltp_event"] = False if t["te_evaluable"] else None
+        with_competing_outcome(tumors)
+    path = tmp_path / "w.duckdb"
+    build_warehouse(path, tumors)
+    if case == "older warehouse":
+        with duckdb.connect(str(path)) as con:
+            con.execute("alter table marts.fct_tumor drop column ltp_competing_event")
+            con.execute("alter table marts.dim_patient drop column died")
+    with duckdb.connect(str(path), read_only=True) as con:
+        metrics = analyze.metrics_json(analyze.compute(con), RUN)
+    jsonschema.validate(metrics, analyze.metrics_schema())
+
+
+# --- lifelines' private methods replaced for speed -----------------------------------------------
+
+
+@pytest.mark.parametrize("qualified", sorted(fast_lifelines.REPLACED))
+def test_replaced_lifelines_methods_keep_their_signature(qualified):
+    """fast_lifelines replaces these private methods; a lifelines release that renames them or
+    changes their parameters must fail here (pyproject pins lifelines to one minor version)."""
+    import importlib
+    import inspect
+
+    module, owner, method = qualified.rsplit(".", 2)
+    original = getattr(getattr(importlib.import_module(module), owner), method)
+    assert tuple(inspect.signature(original).parameters) == fast_lifelines.REPLACED[qualified]
+
+
+def test_fast_cox_fitter_fits_through_its_own_score_residuals():
+    """The override is in effect: the fitted model is the subclass with the vectorised
+    residuals (else the sandwich would silently fall back to lifelines' O(n^2) loop)."""
+    frame = _random_cox_frame(n=60)
+    cph = fast_lifelines.cox_fitter(0.05).fit(
+        frame, duration_col="duration", event_col="event", cluster_col="patient_key"
+    )
+    assert type(cph._model)._compute_score_within_strata is fast_lifelines._score_residuals

@@ -162,19 +162,20 @@ def quality_stage(
 
 @task(name="analyze", cache_policy=NO_CACHE)
 @detached
-def analyze_stage(candidate: Path) -> dict:
-    """Compute the paper's statistics from the marts analysts will read."""
+def analyze_stage(candidate: Path) -> analysis.Results:
+    """Compute the paper's statistics, and fit the curves the report draws, from the marts
+    analysts will read (and the attrition steps the report's flowchart shows)."""
     with connect(candidate, read_only=True) as con:
-        return analysis.compute_metrics(con)
+        return analysis.compute(con)
 
 
 @task(name="report", cache_policy=NO_CACHE)
 @detached
-def report_stage(candidate: Path, metrics: dict, staged_out: Path) -> Path:
-    """Write metrics.json and report.html into the run's staging folder."""
+def report_stage(results: analysis.Results, metrics: dict, staged_out: Path) -> Path:
+    """Write metrics.json and report.html into the run's staging folder (from the results and
+    the run block: nothing is read from the warehouse)."""
     analysis.write_metrics(metrics, staged_out / "metrics.json")
-    with connect(candidate, read_only=True) as con:
-        return report.write_report(metrics, con, staged_out)
+    return report.write_report(results, staged_out, run=metrics.get("run"))
 
 
 @task(name="publish", cache_policy=NO_CACHE, **RETRY)
@@ -291,10 +292,10 @@ def _night(
         staged_out.mkdir(parents=True)
         data_quality = quality_stage(paths, run_id, landed, dbt_summary, staged_out)
         publish.build_candidate(paths, run_id)
-        metrics = analyze_stage(candidate)
-        metrics["run"] = run_block(landed, run_id, started)
-        metrics["run"]["data_quality"] = data_quality
-        metrics["run"]["dbt"] = {
+        results = analyze_stage(candidate)
+        run = run_block(landed, run_id, started)
+        run["data_quality"] = data_quality
+        run["dbt"] = {
             "nodes": dbt_summary.nodes,
             "passed": dbt_summary.passed,
             "warned": dbt_summary.warned,
@@ -302,7 +303,8 @@ def _night(
             # where the build's time goes (dbt's own timing of each node), slowest first
             "slowest_nodes": slowest_nodes(dbt_summary.results),
         }
-        report_stage(candidate, metrics, staged_out)
+        metrics = analysis.metrics_json(results, run)
+        report_stage(results, metrics, staged_out)
         published = publish_stage(paths, candidate, staged_out, run_id)
         history_stage(paths.store, key)
         artifacts.publish_run_artifacts(metrics, paths.out)
