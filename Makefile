@@ -11,9 +11,10 @@ export UV_COMPILE_BYTECODE := 1
 
 .PHONY: demo test lint install lock clean bench
 
+# setuptools>=70.1 builds wheels by itself: tests/test_wheel.py builds one with this venv
 $(BIN)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]' 'setuptools>=70.1'
 	touch $@
 
 install: $(BIN)/.installed
