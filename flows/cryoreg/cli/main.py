@@ -354,4 +354,3 @@ def _main(args: argparse.Namespace) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"cryoreg: error: {message}", file=sys.stderr)
         return 1
-
