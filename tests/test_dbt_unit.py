@@ -12,7 +12,7 @@ import os
 import duckdb
 import pytest
 
-from cryoreg.config import DBT_PROJECT_DIR
+from cryoreg.config import project_folder
 from cryoreg.ingest import landing
 from cryoreg.synth import generate as synth
 
@@ -20,8 +20,10 @@ from cryoreg.synth import generate as synth
 def _dbt(*args: str):
     from dbt.cli.main import dbtRunner
 
-    project = ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
-    return dbtRunner().invoke([*args, *project, "--quiet"])
+    project = str(project_folder("dbt_project"))
+    return dbtRunner().invoke(
+        [*args, "--project-dir", project, "--profiles-dir", project, "--quiet"]
+    )
 
 
 @pytest.fixture

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DBT_PROJECT_DIR = Path(os.environ.get("CRYOREG_DBT_PROJECT", PROJECT_ROOT / "dbt_project"))
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when run from one
+# the folders shipped in the package, and the variable that overrides each
+PROJECT_FOLDERS = {"dbt_project": "CRYOREG_DBT_PROJECT", "expectations": "CRYOREG_EXPECTATIONS_DIR"}
 
 DEMO_PSEUDONYM_KEY = "cryoreg-demo-key-NOT-SECRET"
 DEFAULT_QUARANTINE_LIMIT = 0.05
@@ -33,6 +35,28 @@ def set_quiet_defaults() -> None:
         "PREFECT_LOGGING_SETTINGS_PATH",
         str(Path(__file__).parent / "flows" / "prefect_logging.yml"),
     )
+
+
+def project_folder(name: str) -> Path:
+    """Where the dbt project ("dbt_project") or the expectation suites ("expectations") are.
+
+    Its variable when set; else the copy an installed wheel carries inside the package; else,
+    in a source checkout or an editable install, the repository's own top-level folder.
+    """
+    override = os.environ.get(PROJECT_FOLDERS[name])
+    if override:
+        return Path(override)
+    packaged = resources.files("cryoreg") / name
+    if isinstance(packaged, Path) and packaged.is_dir():  # dbt needs real files, not a zip
+        return packaged
+    return PROJECT_ROOT / name
+
+
+def dbt_state_dir(store: Path) -> Path:
+    """dbt's target/ (partial parsing, compiled SQL) and logs/ beside the store: writable
+    where the package may not be, and kept between nights so that dbt parses only what
+    changed. cryoreg.store.duckdb -> cryoreg.store.dbt/"""
+    return store.with_name(f"{store.stem}.dbt")
 
 
 def pseudonym_key() -> str:

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 import yaml
 
-from cryoreg.config import DBT_PROJECT_DIR
+from cryoreg.config import project_folder
 
-CONTRACT_FILE = DBT_PROJECT_DIR / "models" / "staging" / "registry" / "_registry__sources.yml"
+CONTRACT_FILE = (
+    project_folder("dbt_project") / "models" / "staging" / "registry" / "_registry__sources.yml"
+)
 LINEAGE = ("_extract_date", "_source_file", "_source_line", "_run_id", "_loaded_at")
 
 

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from cryoreg.config import DBT_PROJECT_DIR
+from cryoreg import config
 
 SITE_FILES = ("manifest.json", "catalog.json")
 
@@ -60,6 +60,7 @@ def _dbt_docs_generate(warehouse: Path, target: Path, logs: Path) -> None:
 
     from cryoreg.transform.dbt import _release_duckdb
 
+    project = str(config.project_folder("dbt_project"))
     saved = {k: os.environ.get(k) for k in ("CRYOREG_WAREHOUSE_PATH", "CRYOREG_PSEUDONYM_KEY")}
     os.environ["CRYOREG_WAREHOUSE_PATH"] = str(warehouse)
     os.environ["CRYOREG_PSEUDONYM_KEY"] = ""  # never needed for docs; keeps it out of the site
@@ -68,9 +69,9 @@ def _dbt_docs_generate(warehouse: Path, target: Path, logs: Path) -> None:
         "generate",
         "--static",
         "--project-dir",
-        str(DBT_PROJECT_DIR),
+        project,
         "--profiles-dir",
-        str(DBT_PROJECT_DIR),
+        project,
         "--target-path",
         str(target),
         "--log-path",

@@ -9,7 +9,6 @@ file expectations/known_exceptions.yml is recorded as a warning, never silenced.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -17,10 +16,10 @@ from pathlib import Path
 
 import duckdb
 
-from cryoreg.config import PROJECT_ROOT
+from cryoreg.config import project_folder
 from cryoreg.contract import FILES
 
-EXPECTATIONS_DIR = Path(os.environ.get("CRYOREG_EXPECTATIONS_DIR", PROJECT_ROOT / "expectations"))
+EXPECTATIONS_DIR = project_folder("expectations")
 KNOWN_EXCEPTIONS_FILE = "known_exceptions.yml"
 
 TOOLS = ("pandera", "great_expectations", "dbt", "ingest")

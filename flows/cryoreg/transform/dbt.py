@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-from cryoreg.config import DBT_PROJECT_DIR
+from cryoreg import config
 
 # What the built tables depend on: a change here may change the incremental staging models'
 # logic or columns, which only a full rebuild applies to the rows staged on earlier nights.
@@ -30,8 +30,9 @@ class DbtSummary:
     full_refresh: str | None = None  # why every model was rebuilt from raw, if it was
 
 
-def project_fingerprint(project: Path = DBT_PROJECT_DIR) -> str:
+def project_fingerprint(project: Path | None = None) -> str:
     """A hash of the dbt project's code (SQL, YAML, macros; not its docs)."""
+    project = project or config.project_folder("dbt_project")
     digest = hashlib.sha256()
     for name in PROJECT_CODE:
         root = project / name
@@ -164,13 +165,24 @@ def dbt_build(
 
 def _invoke(warehouse: Path, pseudonym_key: str, command: list[str]):
     """Run one dbt command in-process on the store, quietly, without run_results.json and,
-    unless DBT_LOG_LEVEL_FILE asks for it, without dbt's debug file log."""
+    unless DBT_LOG_LEVEL_FILE asks for it, without dbt's debug file log.
+
+    dbt writes its target/ and logs/ to the store's state folder (config.dbt_state_dir), never
+    into the project, which an installed package may hold read-only; dbt's own DBT_TARGET_PATH
+    and DBT_LOG_PATH win when set.
+    """
     from dbt.cli.main import dbtRunner
 
     os.environ["CRYOREG_WAREHOUSE_PATH"] = str(warehouse)
     os.environ["CRYOREG_PSEUDONYM_KEY"] = pseudonym_key
-    project = ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
-    args = [*command, *project, "--quiet", "--no-write-json"]
+    project = str(config.project_folder("dbt_project"))
+    args = [*command, "--project-dir", project, "--profiles-dir", project]
+    state = config.dbt_state_dir(warehouse)
+    if not os.environ.get("DBT_TARGET_PATH"):
+        args += ["--target-path", str(state / "target")]
+    if not os.environ.get("DBT_LOG_PATH"):
+        args += ["--log-path", str(state / "logs")]
+    args += ["--quiet", "--no-write-json"]
     if not os.environ.get("DBT_LOG_LEVEL_FILE"):
         args += ["--log-level-file", "none"]
     try:
