@@ -178,7 +178,7 @@ def test_data_docs_open_from_the_report_and_render_offline(outputs, page, seen, 
     targets = suites.locator("td:first-child").all_inner_texts()
     assert {"marts.fct_tumor", "marts.dim_patient", "delta.tumors"} <= set(targets), targets
     statuses = suites.locator("td:nth-child(2)").all_inner_texts()
-    assert set(statuses) <= {"passed", "warn", "failed", "not applicable"}, statuses
+    assert set(statuses) <= {"passed", "warned", "failed", "not applicable"}, statuses
     passed = page.locator("td.passed").first  # the index's stylesheet: status in colour
     assert passed.evaluate("el => getComputedStyle(el).color") == "rgb(43, 138, 62)"
     _assert_visible(page, "table", min_children=5, min_px=40)

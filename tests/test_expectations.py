@@ -120,7 +120,7 @@ def test_row_count_change_is_judged_against_the_previous_run(tmp_path):
     assert change.details["observed_value"] == 16 and change.details["allowed"] == [10, 15]
     quality.record(con, "r2", night2, {})
     status = quality.summarize(con, "r2")
-    assert status["status"] == "warn"
+    assert status["status"] == "warned"
     assert any("row_count_change" in w for w in status["warnings"])
     con.close()
 

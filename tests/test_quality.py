@@ -83,8 +83,9 @@ def test_record_and_summary_pass_warn_fatal(tmp_path):
     con = duckdb.connect(str(tmp_path / "q.duckdb"))
     quality.record(con, "r1", [_result("x.ok"), _result("x.soft", "warn", failing=3)], {})
     status = quality.summarize(con, "r1")
-    assert status["status"] == "warn"
+    assert status["status"] == "warned"
     assert status["passed"] == 1 and status["failed"] == 1
+    assert status["kinds"] == {"passed": 1, "warned": 1, "failed": 0, "not applicable": 0}
     assert status["warnings"] == ["x.soft (pandera): 3 of 10 rows failing"]
 
     quality.record(con, "r2", [_result("x.hard", failing=2), _result("x.other", failing=1)], {})
@@ -119,7 +120,7 @@ def test_known_exception_downgrades_to_warn_but_stays_visible(tmp_path):
     con = duckdb.connect(str(tmp_path / "q.duckdb"))
     quality.record(con, "r1", [_result("x.hard", failing=2)], exceptions)
     status = quality.summarize(con, "r1")  # does not raise
-    assert status["status"] == "warn"
+    assert status["status"] == "warned" and status["kinds"]["warned"] == 1
     assert "known exception: confirmed on source imaging" in status["warnings"][0]
     row = con.execute(
         "select severity, declared_severity, status, known_exception from audit.check_results"

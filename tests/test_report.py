@@ -362,6 +362,7 @@ STATUS = {
     "failed": 2,
     "error": 0,
     "not_applicable": 1,
+    "kinds": {"passed": 7, "warned": 1, "failed": 1, "not applicable": 1},
     "fatal": ["raw.tumors.diameter_mm:range <b>"],
     "warnings": ["delta.imaging:row_count_change"],
 }
@@ -370,7 +371,8 @@ STATUS = {
 def test_data_quality_section_lists_fatal_and_warnings(analysis):
     status = STATUS
     html = _data_quality(report.render(analysis, run={"data_quality": status}))
-    assert "Status: <strong>failed</strong>" in html and "7 of 10 checks passed" in html
+    assert "Status: <strong>failed</strong>" in html
+    assert "10 checks:\n7 passed, 1 warned, 1 failed, 1 not applicable." in html
     assert "raw.tumors.diameter_mm:range &lt;b&gt;" in html  # escaped
     assert "delta.imaging:row_count_change" in html
     assert "data_docs/index.html" not in html  # no Data Docs folder: no dead link

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cryoreg.report.text import p_text, proportion_text
+from cryoreg.report.text import check_counts, p_text, proportion_text
 
 
 def render(result: dict, seconds: float) -> str:
@@ -56,7 +56,7 @@ def data_quality_line(status: dict | None) -> str:
     if not status:
         return "data quality: not checked"
     line = (
-        f"data quality: {status['status']} ({status['passed']} of {status['checks']} checks "
-        f"passed, {len(status['warnings'])} warning(s)); see audit.check_results"
+        f"data quality: {status['status']} ({status['checks']} checks: "
+        f"{check_counts(status['kinds'])}); see audit.check_results"
     )
-    return "\n".join([line, *(f"  warn: {w}" for w in status["warnings"])])
+    return "\n".join([line, *(f"  warned: {w}" for w in status["warnings"])])

@@ -26,6 +26,17 @@ TOOLS = ("pandera", "great_expectations", "dbt", "ingest")
 CATEGORIES = ("conformance", "completeness", "plausibility")
 SEVERITIES = ("fatal", "warn")
 STATUSES = ("passed", "failed", "error", "not_applicable")
+# What people read, on every page and line: a failure (or a check that could not run) is
+# "warned" when its severity is warn, "failed" when fatal.
+KINDS = ("passed", "warned", "failed", "not applicable")
+
+
+def kind(status: str, severity: str) -> str:
+    """A check's outcome in the words of KINDS."""
+    if status in ("passed", "not_applicable"):
+        return status.replace("_", " ")
+    return "warned" if severity == "warn" else "failed"
+
 
 # ingest's reason codes (ingest.py) -> category of the Kahn et al. data-quality framework
 REASON_CATEGORY = {
@@ -352,20 +363,23 @@ def run_status(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
         [run_id],
     ).fetchall()
     counts = {s: 0 for s in STATUSES}
+    kinds = {k: 0 for k in KINDS}
     fatal, warnings = [], []
     for name, tool, severity, status, failing, checked, threshold, known in rows:
         counts[status] += 1
+        kinds[kind(status, severity)] += 1
         if status not in ("failed", "error"):
             continue
         line = _describe(name, tool, status, failing, checked, threshold)
         if known:
             line += f" [known exception: {known}]"
         (fatal if severity == "fatal" else warnings).append(line)
-    overall = "failed" if fatal else "warn" if warnings else "passed"
+    overall = "failed" if fatal else "warned" if warnings else "passed"
     return {
         "status": overall,
         "checks": len(rows),
         **counts,
+        "kinds": kinds,
         "fatal": fatal,
         "warnings": warnings,
     }

@@ -19,6 +19,7 @@ from markupsafe import Markup
 from cryoreg import paper
 from cryoreg.analysis.results import KM_YEARS, KaplanMeier, Outcome, Proportion, Results
 from cryoreg.report import figures
+from cryoreg.report.text import check_counts
 
 TEMPLATES = Path(__file__).with_name("templates")
 PAPER_CITATION = (
@@ -300,6 +301,7 @@ def render(
     figures are inline SVG by name (km, flow, os, cif), placeholders where absent; `data_docs`
     links the night's Data Docs."""
     files, totals = _files(run)
+    status = (run or {}).get("data_quality")
     return (
         _environment()
         .get_template("report.html")
@@ -324,7 +326,8 @@ def render(
             totals=totals,
             extracts=[_extract(x) for x in (run or {}).get("extracts") or []],
             dbt=(run or {}).get("dbt"),
-            status=(run or {}).get("data_quality"),
+            status=status,
+            check_counts=check_counts(status.get("kinds") or {}) if status else "",
             data_docs=data_docs,
         )
     )

@@ -16,3 +16,9 @@ def p_text(value: float | None) -> str:
     if value is None:
         return "n/a"
     return "< 0.0001" if value < 0.0001 else f"{value:.4f}"
+
+
+def check_counts(kinds: dict[str, int]) -> str:
+    """How a night's checks came out, by kind, in the same words everywhere."""
+    order = ("passed", "warned", "failed", "not applicable")
+    return ", ".join(f"{kinds.get(k, 0)} {k}" for k in order)
