@@ -30,7 +30,8 @@ def set_quiet_defaults() -> None:
     os.environ.setdefault("PREFECT_HOME", str(Path.home() / ".cryoreg" / "prefect"))
     Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     os.environ.setdefault(
-        "PREFECT_LOGGING_SETTINGS_PATH", str(Path(__file__).parent / "flows" / "prefect_logging.yml")
+        "PREFECT_LOGGING_SETTINGS_PATH",
+        str(Path(__file__).parent / "flows" / "prefect_logging.yml"),
     )
 
 

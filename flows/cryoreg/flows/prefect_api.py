@@ -58,7 +58,13 @@ class TemporaryApi:
         self.url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
         env = {**os.environ, **SERVER_ENV}
         self.process: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-m", "cryoreg.flows.prefect_api", str(listener.fileno()), str(os.getpid())],
+            [
+                sys.executable,
+                "-m",
+                "cryoreg.flows.prefect_api",
+                str(listener.fileno()),
+                str(os.getpid()),
+            ],
             pass_fds=[listener.fileno()],
             env=env,
             stdin=subprocess.DEVNULL,
