@@ -1,29 +1,31 @@
 """The `cryoreg` command: synthesise a registry, run the nightly flow once, serve it nightly,
 document and query the warehouse."""
 
+# ruff: noqa: E402 - the launch time is taken before the imports
+
 from __future__ import annotations
 
 import time
 
 LAUNCHED = time.monotonic()  # before the imports below: the run's total counts its start-up
 
-import _thread  # noqa: E402
-import atexit  # noqa: E402
-import contextlib  # noqa: E402
-import functools  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Annotated, Literal  # noqa: E402
+import _thread
+import atexit
+import contextlib
+import functools
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Literal
 
-import typer  # noqa: E402
+import typer
 
-from cryoreg import config  # noqa: E402
-from cryoreg.publish import runlock  # noqa: E402
+from cryoreg import config
+from cryoreg.publish import runlock
 
 EX_TEMPFAIL = 75  # sysexits.h: try again later (the warehouse is in use by another run)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
@@ -31,7 +33,6 @@ RAISE_EVERY = 5.0  # seconds between two Interrupted of one stopping run
 
 app = typer.Typer(
     name="cryoreg",
-    help="Liver cryoablation registry warehouse and outcome analysis (Glazer et al., AJR 2017).",
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,

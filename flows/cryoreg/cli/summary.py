@@ -82,14 +82,9 @@ def render_rich(result: dict, seconds: float) -> Group:
     rows of the run's Prefect artifact) as tables."""
     from cryoreg.flows.artifacts import ROWS  # imports Prefect: only once the run is over
 
-    parts: list = [Text(), Rule("cryoreg run summary", align="left")]
     if result.get("nothing_new"):
-        parts += [
-            Text("nothing new: every extract folder is loaded already and the code is unchanged;"),
-            Text(f"the published warehouse stays as it is ({result['warehouse']})"),
-            Text(f"finished in {seconds:.1f} s", style="bold"),
-        ]
-        return Group(*parts)
+        return Group(Text(render(result, seconds)))
+    parts: list = [Text(), Rule("cryoreg run summary", align="left")]
     metrics = result["metrics"]
     run = metrics.get("run", {})
     if run.get("files"):
@@ -110,7 +105,7 @@ def render_rich(result: dict, seconds: float) -> Group:
         f"tumors {cohort['tumors']}",
         title_justify="left",
     )
-    for column in ("outcome", "this run", "p (chi-square)"):
+    for column in ("outcome", "this run", "p"):
         outcomes.add_column(column)
     for label, block, key in ROWS:
         p = p_text(metrics[block].get("p_chi2")) if key == "lt4cm" else ""
