@@ -7,6 +7,7 @@ plugin exists, `docker compose config` must accept the file too.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -14,14 +15,21 @@ import subprocess
 import tomllib
 
 import pytest
+import typer
 import yaml
 
-from cryoreg.cli.main import _parser
+from cryoreg.cli.main import app
 
 from conftest import REPO
 
 DOCKER = REPO / "docker"
 ENV = {"PREFECT_DB_PASSWORD": "pw", "CRYOREG_PSEUDONYM_KEY": "key"}
+
+
+def _parse(argv: list[str]) -> tuple[str, dict]:
+    """The command and its parameters as `cryoreg ARGV` parses them, without running it."""
+    command = typer.main.get_command(app).commands[argv[0]]
+    return argv[0], command.make_context(f"cryoreg {argv[0]}", argv[1:]).params
 
 
 def _interpolate(value: str) -> str:
@@ -53,6 +61,9 @@ def test_dockerfile_copies_what_exists_and_runs_cryoreg():
         for source in sources:
             assert (REPO / source).exists(), f"Dockerfile copies missing {source}"
     assert 'ENTRYPOINT ["cryoreg"]' in lines
+    cmd = next(json.loads(ln.removeprefix("CMD ")) for ln in lines if ln.startswith("CMD "))
+    command, params = _parse(cmd)
+    assert command == "run" and str(params["warehouse"]).startswith("/data/warehouse/")
     assert any("-c requirements.lock" in ln for ln in lines), "image must use the lock file"
 
 
@@ -73,9 +84,9 @@ def test_compose_services_volumes_and_commands(compose):
     worker = services["worker"]
     assert worker["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert worker["environment"]["CRYOREG_ENV"] == "production"
-    args = _parser().parse_args([_interpolate(str(a)) for a in worker["command"]])
-    assert args.command == "serve" and args.cron == "0 2 * * *"
-    assert str(args.warehouse).startswith("/data/warehouse/")
+    command, params = _parse([_interpolate(str(a)) for a in worker["command"]])
+    assert command == "serve" and params["cron"] == "0 2 * * *"
+    assert str(params["warehouse"]).startswith("/data/warehouse/")
 
 
 def test_secrets_come_from_the_environment(compose):

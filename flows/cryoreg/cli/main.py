@@ -1,18 +1,28 @@
-"""The `cryoreg` command: synthesise a registry, run the nightly flow once."""
+"""The `cryoreg` command: synthesise a registry, run the nightly flow once, serve it nightly,
+document and query the warehouse."""
+
+# ruff: noqa: E402 - the launch time is taken before the imports
 
 from __future__ import annotations
 
+import time
+
+LAUNCHED = time.monotonic()  # before the imports below: the run's total counts its start-up
+
 import _thread
-import argparse
 import atexit
+import contextlib
+import functools
 import logging
 import math
 import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
 
 from cryoreg import config
 from cryoreg.publish import runlock
@@ -21,157 +31,229 @@ EX_TEMPFAIL = 75  # sysexits.h: try again later (the warehouse is in use by anot
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 RAISE_EVERY = 5.0  # seconds between two Interrupted of one stopping run
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cryoreg",
-        description="Liver cryoablation registry warehouse and outcome analysis "
-        "(Glazer et al., AJR 2017).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    synth = sub.add_parser("synth", help="write a synthetic registry extract")
-    synth.add_argument("out_root", type=Path, metavar="OUT_ROOT")
-    synth.add_argument(
-        "--profile",
-        choices=("paper", "scale"),
-        default="paper",
-        help="paper: the cohort calibrated to the paper (default); scale: large",
-    )
-    synth.add_argument("--patients", type=int, help="number of patients (profile scale)")
-    synth.add_argument("--seed", type=int, default=20171201, help="random seed")
-    synth.add_argument(
-        "--faults",
-        type=float,
-        default=0.0,
-        metavar="RATE",
-        help="share of each file's rows to corrupt with realistic defects (e.g. 0.01); the "
-        "ground truth goes to OUT_ROOT/_manifest/<date>.faults.csv, which ingest never reads",
-    )
-    synth.add_argument(
-        "--nights",
-        type=int,
-        default=1,
-        metavar="K",
-        help="K nightly extract folders: a full load, then K-1 daily deltas with new, corrected "
-        "and deleted (record_status=deleted) rows; the final state is the one-night registry",
-    )
-
-    run = sub.add_parser("run", help="run the nightly flow once through Prefect")
-    _add_run_paths(run)
-    run.add_argument(
-        "--full-refresh",
-        action="store_true",
-        help="rebuild every dbt model from raw (automatic when the dbt project or the pseudonym"
-        " key changed)",
-    )
-    run.add_argument(
-        "--wait",
-        action="store_true",
-        help="wait for a running night on the same warehouse to finish instead of refusing",
-    )
-    serve = sub.add_parser(
-        "serve",
-        help="serve the nightly deployment on a cron schedule (needs PREFECT_API_URL)",
-    )
-    serve.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: 02:00)")
-    serve.add_argument(
-        "--timezone",
-        default="",
-        help="IANA time zone of the schedule (default: CRYOREG_TIMEZONE, TZ or the system's)",
-    )
-    _add_run_paths(serve)
-    sql = sub.add_parser(
-        "sql", help="read-only SQL on the published warehouse (a prompt, or one query)"
-    )
-    sql.add_argument("query", nargs="?", help="run this query and print the result")
-    sql.add_argument("--warehouse", type=Path, default=config.DEFAULT_WAREHOUSE)
-
-    docs = sub.add_parser(
-        "docs", help="generate the dbt docs and lineage site of the warehouse (and serve it)"
-    )
-    docs.add_argument(
-        "--warehouse",
-        type=Path,
-        default=config.DEFAULT_WAREHOUSE,
-        help="published DuckDB file (default: warehouse/cryoreg.duckdb); only a copy is opened",
-    )
-    docs.add_argument(
-        "--out", type=Path, default=Path("out"), help="writes OUT/dbt_docs/ (default: out/)"
-    )
-    docs.add_argument("--serve", action="store_true", help="then serve it on 127.0.0.1")
-    docs.add_argument("--port", type=int, default=8080, help="port for --serve (default: 8080)")
-    return parser
+app = typer.Typer(
+    name="cryoreg",
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
 
 
-def _add_run_paths(parser: argparse.ArgumentParser) -> None:
-    """Where a nightly run reads and writes (the same for `run` and `serve`)."""
-    parser.add_argument(
-        "--extracts", type=Path, default=Path("extracts"), help="extracts root (default: extracts/)"
-    )
-    parser.add_argument(
-        "--warehouse",
-        type=Path,
-        default=config.DEFAULT_WAREHOUSE,
-        help="published DuckDB file (default: warehouse/cryoreg.duckdb)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("out"),
-        help="folder for metrics.json and report.html (default: out/)",
-    )
+def _option(help: str | None = None, *names: str, **kwargs) -> typer.models.OptionInfo:
+    """An option (named after its parameter, or `names`) whose help says its default itself,
+    where it matters."""
+    return typer.Option(*names, help=help, show_default=False, **kwargs)
 
 
-def _sql(args: argparse.Namespace) -> int:
-    from cryoreg.cli.sql import run_sql
-
-    return run_sql(args.warehouse, args.query)
-
-
-def _docs(args: argparse.Namespace) -> int:
-    from cryoreg.cli import docs
-
-    site = docs.generate_docs(args.warehouse, args.out)
-    print(f"dbt docs: {site / 'index.html'}")
-    if args.serve:
-        docs.serve_docs(site, args.port)
-    return 0
+# where a nightly run reads and writes (the same for `run` and `serve`)
+Extracts = Annotated[Path, _option("extracts root (default: extracts/)")]
+Warehouse = Annotated[Path, _option("published DuckDB file (default: warehouse/cryoreg.duckdb)")]
+Out = Annotated[Path, _option("folder for metrics.json and report.html (default: out/)")]
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from cryoreg.flows.deploy import serve_nightly
+def _guarded(command):
+    """Run a command and turn every failure into its exit code and one line on stderr, never a
+    traceback (the command runs inside click, which would turn a stop into its own exit)."""
 
-    config.pseudonym_key()
-    serve_nightly(args.extracts, args.warehouse, args.out, args.cron, args.timezone)
-    return 0
+    @functools.wraps(command)
+    def run(*args, **kwargs) -> int:
+        try:
+            return command(*args, **kwargs)
+        except runlock.RunLockedError as exc:
+            print(f"cryoreg: error: {exc}", file=sys.stderr)
+            return EX_TEMPFAIL
+        except BaseException as exc:  # one clear line, never a traceback, for every failure
+            signum = _Stop.signum  # whatever unwound the run (dbt turns a signal into a failure)
+            if signum is None and isinstance(exc, KeyboardInterrupt):
+                signum = signal.SIGINT
+            if signum is not None:
+                _Stop.over = True
+                print(_interrupted_line(signum), file=sys.stderr)
+                return 128 + signum
+            if not isinstance(exc, Exception):
+                raise
+            text = str(exc).strip()
+            message = text.splitlines()[0] if text else type(exc).__name__
+            print(f"cryoreg: error: {message}", file=sys.stderr)
+            return 1
+
+    return run
 
 
-def _synth(args: argparse.Namespace) -> int:
-    from cryoreg.synth import generate as synth
+def _print_version(value: bool) -> None:
+    if value:
+        from cryoreg import code_version
 
-    if not 0.0 <= args.faults <= synth.MAX_FAULT_RATE:
+        print(f"cryoreg {code_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _cryoreg(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Liver cryoablation registry warehouse and outcome analysis (Glazer et al., AJR 2017)."""
+
+
+@app.command(help="write a synthetic registry extract")
+@_guarded
+def synth(
+    out_root: Annotated[Path, typer.Argument(metavar="OUT_ROOT", show_default=False)],
+    profile: Annotated[
+        Literal["paper", "scale"],
+        _option("paper: the cohort calibrated to the paper (default); scale: large"),
+    ] = "paper",
+    patients: Annotated[int | None, _option("number of patients (profile scale)")] = None,
+    seed: Annotated[int, _option("random seed")] = 20171201,
+    faults: Annotated[
+        float,
+        _option(
+            "share of each file's rows to corrupt with realistic defects (e.g. 0.01); the "
+            "ground truth goes to OUT_ROOT/_manifest/<date>.faults.csv, which ingest never reads",
+            metavar="RATE",
+        ),
+    ] = 0.0,
+    nights: Annotated[
+        int,
+        _option(
+            "K nightly extract folders: a full load, then K-1 daily deltas with new, corrected "
+            "and deleted (record_status=deleted) rows; the final state is the one-night registry",
+            metavar="K",
+        ),
+    ] = 1,
+) -> int:
+    from cryoreg.synth import generate
+
+    if not 0.0 <= faults <= generate.MAX_FAULT_RATE:
         raise config.ConfigurationError(
-            f"--faults is a share of rows between 0 and {synth.MAX_FAULT_RATE}"
+            f"--faults is a share of rows between 0 and {generate.MAX_FAULT_RATE}"
         )
-    if args.nights < 1:
+    if nights < 1:
         raise config.ConfigurationError("--nights must be at least 1")
-    if args.profile == "scale" and not args.patients:
+    if profile == "scale" and not patients:
         raise config.ConfigurationError("--profile scale needs --patients N")
-    if args.profile == "paper" and args.patients:
+    if profile == "paper" and patients:
         raise config.ConfigurationError("--patients applies to --profile scale only")
-    folders = synth.write_registry(
-        args.out_root,
-        profile=args.profile,
-        patients=args.patients,
-        seed=args.seed,
-        faults=args.faults,
-        nights=args.nights,
+    folders = generate.write_registry(
+        out_root, profile=profile, patients=patients, seed=seed, faults=faults, nights=nights
     )
     for folder in folders:
         print(f"wrote {folder}")
-        if args.faults:
-            print(f"  defects: {synth.manifest_path(args.out_root, folder.name)}")
+        if faults:
+            print(f"  defects: {generate.manifest_path(out_root, folder.name)}")
+    return 0
+
+
+@app.command(help="run the nightly flow once through Prefect")
+@_guarded
+def run(
+    extracts: Extracts = Path("extracts"),
+    warehouse: Warehouse = config.DEFAULT_WAREHOUSE,
+    out: Out = Path("out"),
+    full_refresh: Annotated[
+        bool,
+        _option(
+            "rebuild every dbt model from raw (automatic when the dbt project or the pseudonym"
+            " key changed)",
+            "--full-refresh",
+        ),
+    ] = False,
+    wait: Annotated[
+        bool,
+        _option(
+            "wait for a running night on the same warehouse to finish instead of refusing",
+            "--wait",
+        ),
+    ] = False,
+) -> int:
+    _check_run_paths(extracts, warehouse, out)
+    config.pseudonym_key()  # refuse early in production without a key
+    # one run per warehouse, taken before Prefect starts: a refused run costs nothing
+    with runlock.hold(warehouse, wait=wait, on_wait=_say_waiting):
+        _Stop.warehouse, _Stop.before = warehouse, _fingerprint(warehouse)
+        _start_resource_tracker()
+        with _stage_list() as stages:
+            from cryoreg.flows import prefect_api
+
+            api = prefect_api.start()  # its start-up overlaps the imports below
+            from cryoreg.flows import nightly
+
+            prefect_api.use(api, preload=nightly.STAGE_IMPORTS)
+            _keep_sigterm_ours()
+            with stages.following_the_run() if stages else contextlib.nullcontext():
+                result = nightly.nightly(str(extracts), str(warehouse), str(out), full_refresh)
+            _Stop.over = True  # the night is done: a signal from now on changes nothing
+            if _Stop.signum is not None:  # a stage caught the stop and carried on
+                raise Interrupted(_Stop.signum)
+    from cryoreg.cli import summary
+
+    seconds = time.monotonic() - LAUNCHED
+    if stages:
+        stages.console.print(summary.render_rich(result, seconds))
+    else:
+        print(summary.render(result, seconds))
+    return 0
+
+
+@app.command(help="serve the nightly deployment on a cron schedule (needs PREFECT_API_URL)")
+@_guarded
+def serve(
+    cron: Annotated[str, _option("cron schedule (default: 02:00)")] = "0 2 * * *",
+    timezone: Annotated[
+        str,
+        _option("IANA time zone of the schedule (default: CRYOREG_TIMEZONE, TZ or the system's)"),
+    ] = "",
+    extracts: Extracts = Path("extracts"),
+    warehouse: Warehouse = config.DEFAULT_WAREHOUSE,
+    out: Out = Path("out"),
+) -> int:
+    from cryoreg.flows.deploy import serve_nightly
+
+    config.pseudonym_key()
+    serve_nightly(extracts, warehouse, out, cron, timezone)
+    return 0
+
+
+@app.command(help="read-only SQL on the published warehouse (a prompt, a piped file, or one query)")
+@_guarded
+def sql(
+    query: Annotated[
+        str | None,
+        typer.Argument(help="run these statements and print each result", show_default=False),
+    ] = None,
+    warehouse: Annotated[Path, _option()] = config.DEFAULT_WAREHOUSE,
+    format: Annotated[str, _option("table (default), csv or json")] = "table",
+    output: Annotated[
+        Path | None, _option("write the results to this file instead of the terminal")
+    ] = None,
+) -> int:
+    from cryoreg.cli.sql import run_sql
+
+    return run_sql(warehouse, query, format, output)
+
+
+@app.command(help="generate the dbt docs and lineage site of the warehouse (and serve it)")
+@_guarded
+def docs(
+    warehouse: Annotated[
+        Path,
+        _option("published DuckDB file (default: warehouse/cryoreg.duckdb); only a copy is opened"),
+    ] = config.DEFAULT_WAREHOUSE,
+    out: Annotated[Path, _option("writes OUT/dbt_docs/ (default: out/)")] = Path("out"),
+    serve: Annotated[bool, _option("then serve it on 127.0.0.1", "--serve")] = False,
+    port: Annotated[int, _option("port for --serve (default: 8080)")] = 8080,
+) -> int:
+    from cryoreg.cli import docs as site
+
+    index = site.generate_docs(warehouse, out)
+    print(f"dbt docs: {index / 'index.html'}")
+    if serve:
+        site.serve_docs(index, port)
     return 0
 
 
@@ -265,48 +347,44 @@ def _interrupted_line(signum: int) -> str:
     return f"cryoreg: interrupted by {name}; the published warehouse is unchanged"
 
 
-def _check_run_paths(args: argparse.Namespace) -> None:
+def _check_run_paths(extracts: Path, warehouse: Path, out: Path) -> None:
     """Fail on a wrong path at once, before the lock and Prefect's start-up."""
-    if not args.extracts.exists():
-        raise config.ConfigurationError(f"--extracts {args.extracts}: no such folder")
-    if not args.extracts.is_dir():
-        raise config.ConfigurationError(f"--extracts {args.extracts}: not a folder")
-    if args.warehouse.is_dir():
+    if not extracts.exists():
+        raise config.ConfigurationError(f"--extracts {extracts}: no such folder")
+    if not extracts.is_dir():
+        raise config.ConfigurationError(f"--extracts {extracts}: not a folder")
+    if warehouse.is_dir():
         raise config.ConfigurationError(
-            f"--warehouse {args.warehouse}: is a folder; give the DuckDB file's path"
+            f"--warehouse {warehouse}: is a folder; give the DuckDB file's path"
         )
-    if args.out.exists() and not args.out.is_dir():
-        raise config.ConfigurationError(f"--out {args.out}: not a folder")
+    if out.exists() and not out.is_dir():
+        raise config.ConfigurationError(f"--out {out}: not a folder")
 
 
 def _say_waiting(why: str) -> None:
     print(f"cryoreg: waiting: {why}", flush=True)
 
 
-def _run(args: argparse.Namespace) -> int:
-    _check_run_paths(args)
-    config.pseudonym_key()  # refuse early in production without a key
-    # one run per warehouse, taken before Prefect starts: a refused run costs nothing
-    with runlock.hold(args.warehouse, wait=args.wait, on_wait=_say_waiting):
-        _Stop.warehouse, _Stop.before = args.warehouse, _fingerprint(args.warehouse)
-        _start_resource_tracker()
-        from cryoreg.flows import prefect_api
+@contextlib.contextmanager
+def _stage_list():
+    """On a terminal, the live list of the run's stages while it works; elsewhere (cron, CI,
+    a pipe) None, and the run log's plain lines as they always were."""
+    if not sys.stdout.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.live import Live
 
-        api = prefect_api.start()  # its start-up overlaps the imports below
-        from cryoreg.cli import summary
-        from cryoreg.flows import nightly
+    from cryoreg.cli.summary import StageList
 
-        prefect_api.use(api, preload=nightly.STAGE_IMPORTS)
-        _keep_sigterm_ours()
-        began = time.monotonic()
-        result = nightly.nightly(
-            str(args.extracts), str(args.warehouse), str(args.out), args.full_refresh
-        )
-        _Stop.over = True  # the night is done: a signal from now on changes nothing
-        if _Stop.signum is not None:  # a stage caught the stop and carried on
-            raise Interrupted(_Stop.signum)
-    print(summary.render(result, time.monotonic() - began))
-    return 0
+    stages = StageList(LAUNCHED, Console())
+    with Live(stages, console=stages.console, refresh_per_second=4, redirect_stderr=False):
+        try:
+            yield stages
+        except BaseException as exc:
+            stopped = _Stop.signum is not None or isinstance(exc, KeyboardInterrupt)
+            stages.end("interrupted" if stopped else "failed")
+            raise
 
 
 def _exit_without_teardown(code: list[int]) -> None:
@@ -324,33 +402,19 @@ def _exit_without_teardown(code: list[int]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     config.set_quiet_defaults()
-    args = _parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else list(argv)
     code: list[int] = []
-    if argv is None and args.command == "run":  # the command itself, not a call from Python
+    if argv is None and args[:1] == ["run"]:  # the command itself, not a call from Python
         atexit.register(_exit_without_teardown, code)  # first registered: runs last
         _catch_stop_signals()  # process-wide: only in the command's own process
-    code.append(_main(args))
-    return code[0]
-
-
-def _main(args: argparse.Namespace) -> int:
+    command = typer.main.get_command(app)
     try:
-        handlers = {"synth": _synth, "run": _run, "serve": _serve, "docs": _docs, "sql": _sql}
-        handler = handlers[args.command]
-        return handler(args)
-    except runlock.RunLockedError as exc:
-        print(f"cryoreg: error: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
-    except BaseException as exc:  # one clear line, never a traceback, for every failure
-        signum = _Stop.signum  # whatever unwound the run (dbt turns a signal into a failure)
-        if signum is None and isinstance(exc, KeyboardInterrupt):
-            signum = signal.SIGINT
-        if signum is not None:
-            _Stop.over = True
-            print(_interrupted_line(signum), file=sys.stderr)
-            return 128 + signum
-        if not isinstance(exc, Exception):
-            raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"cryoreg: error: {message}", file=sys.stderr)
-        return 1
+        code.append(command.main(args, prog_name="cryoreg", standalone_mode=False))
+    except typer.TyperException as exc:  # a usage error: the usage, then one line; exit 2
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            print(ctx.get_usage(), file=sys.stderr)
+        where = ctx.command_path if ctx is not None else "cryoreg"
+        print(f"{where}: error: {exc.format_message()}", file=sys.stderr)
+        code.append(exc.exit_code)
+    return code[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.runtime import task_run
 
-from cryoreg import __version__, config
+from cryoreg import code_version, config
 from cryoreg.analysis import metrics as analysis
 from cryoreg.flows import artifacts
 from cryoreg.ingest import landing, ledger
@@ -200,21 +199,6 @@ def history_stage(store: Path, key: str) -> None:
         transform.snapshot_quarantine(store, key)
     except transform.TransformError as exc:
         get_run_logger().warning("%s", exc)
-
-
-def code_version() -> str:
-    """The package version plus the git commit when run from a checkout."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(config.PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{__version__}+{commit}" if commit else __version__
 
 
 def run_block(result: landing.IngestResult, run_id: str, started: datetime) -> dict:
