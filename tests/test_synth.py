@@ -9,7 +9,9 @@ import duckdb
 import pytest
 
 from cryoreg import contract as registry
-from cryoreg.synth import generate as synth
+from cryoreg.synth import frames
+from cryoreg.synth.faults import MANIFEST_COLUMNS, MANIFEST_DIR, manifest_path
+from cryoreg.synth.writing import write_registry
 
 CONTRACT = {
     "patients.csv": "patient_mrn,patient_name,sex,birth_date,death_date,last_contact_date",
@@ -27,13 +29,13 @@ def _files(folder):
 
 @pytest.fixture(scope="module")
 def paper(tmp_path_factory):
-    (folder,) = synth.write_registry(tmp_path_factory.mktemp("paper"))
+    (folder,) = write_registry(tmp_path_factory.mktemp("paper"))
     return folder
 
 
 @pytest.fixture(scope="module")
 def scale(tmp_path_factory):
-    (folder,) = synth.write_registry(
+    (folder,) = write_registry(
         tmp_path_factory.mktemp("scale"), profile="scale", patients=2_000, chunk_patients=500
     )
     return folder
@@ -45,18 +47,18 @@ def test_paper_folder_is_the_extract_date(paper):
 
 
 def test_same_seed_same_bytes(paper, tmp_path):
-    (again,) = synth.write_registry(tmp_path / "again")
+    (again,) = write_registry(tmp_path / "again")
     assert _files(again) == _files(paper)
 
 
 def test_other_seed_other_bytes(paper, tmp_path):
-    (other,) = synth.write_registry(tmp_path / "other", seed=7)
+    (other,) = write_registry(tmp_path / "other", seed=7)
     theirs, ours = _files(other), _files(paper)
     assert all(theirs[name] != ours[name] for name in CONTRACT)
 
 
 def test_scale_same_seed_same_bytes(scale, tmp_path):
-    (again,) = synth.write_registry(
+    (again,) = write_registry(
         tmp_path / "again", profile="scale", patients=2_000, chunk_patients=500
     )
     assert _files(again) == _files(scale)
@@ -74,7 +76,7 @@ def test_headers_are_the_contract_columns(profile, paper, scale):
 def test_columns_match_the_ingest_declaration():
     for file in registry.FILES:
         declared = tuple(c.name for c in file.columns if c.name != "record_status")
-        assert declared == synth.COLUMNS[file.entity]
+        assert declared == frames.COLUMNS[file.entity]
         assert ",".join(declared) == CONTRACT[file.file_name]
 
 
@@ -172,7 +174,7 @@ def test_scale_row_counts_are_plausible(scale):
 
 
 def test_scale_chunks_continue_ids(tmp_path):
-    (one,) = synth.write_registry(tmp_path / "one", profile="scale", patients=30, chunk_patients=7)
+    (one,) = write_registry(tmp_path / "one", profile="scale", patients=30, chunk_patients=7)
     con = _views(one)
     assert _count(con, "select count(distinct patient_mrn) from patients") == 30
     first_ids = con.execute("select min(procedure_id) from procedures").fetchone()[0]
@@ -191,7 +193,7 @@ def test_scale_chunks_continue_ids(tmp_path):
 )
 def test_bad_arguments_write_nothing(kwargs, tmp_path):
     with pytest.raises(ValueError):
-        synth.write_registry(tmp_path / "out", **kwargs)
+        write_registry(tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
 
 
@@ -222,7 +224,7 @@ def _final_state(folders, name):
 
 @pytest.fixture(scope="module")
 def three_nights(tmp_path_factory):
-    return synth.write_registry(tmp_path_factory.mktemp("nights"), nights=3)
+    return write_registry(tmp_path_factory.mktemp("nights"), nights=3)
 
 
 def test_nights_are_consecutive_days(three_nights):
@@ -267,17 +269,15 @@ def test_deltas_hold_new_corrected_and_deleted_rows(paper, three_nights):
 
 
 def test_nights_same_seed_same_bytes(three_nights, tmp_path):
-    again = synth.write_registry(tmp_path / "again", nights=3)
+    again = write_registry(tmp_path / "again", nights=3)
     assert [_files(a) for a in again] == [_files(f) for f in three_nights]
 
 
 def test_scale_nights_final_state(tmp_path):
     import polars as pl
 
-    (one,) = synth.write_registry(
-        tmp_path / "one", profile="scale", patients=300, chunk_patients=120
-    )
-    folders = synth.write_registry(
+    (one,) = write_registry(tmp_path / "one", profile="scale", patients=300, chunk_patients=120)
+    folders = write_registry(
         tmp_path / "k", profile="scale", patients=300, chunk_patients=120, nights=4
     )
     assert len(folders) == 4
@@ -291,23 +291,23 @@ def test_scale_nights_final_state(tmp_path):
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
     root = tmp_path_factory.mktemp("faulty")
-    (folder,) = synth.write_registry(root, faults=0.05)
+    (folder,) = write_registry(root, faults=0.05)
     return root, folder
 
 
 def _manifest(root, extract="2014-12-31"):
     import polars as pl
 
-    return pl.read_csv(synth.manifest_path(root, extract), infer_schema_length=0)
+    return pl.read_csv(manifest_path(root, extract), infer_schema_length=0)
 
 
 def test_manifest_sits_beside_the_extract(faulty):
     root, folder = faulty
-    path = synth.manifest_path(root, folder.name)
+    path = manifest_path(root, folder.name)
     assert path.is_file() and path.parent.parent == folder.parent
     assert not ingest_folder_pattern().match(path.parent.name)
     assert sorted(p.name for p in folder.iterdir()) == sorted(CONTRACT)
-    assert _manifest(root).columns == list(synth.MANIFEST_COLUMNS)
+    assert _manifest(root).columns == list(MANIFEST_COLUMNS)
 
 
 def ingest_folder_pattern():
@@ -370,17 +370,17 @@ def test_bom_and_reordered_columns(faulty):
 
 def test_faults_same_seed_same_bytes(faulty, tmp_path):
     root, folder = faulty
-    (again,) = synth.write_registry(tmp_path, faults=0.05)
+    (again,) = write_registry(tmp_path, faults=0.05)
     assert _files(again) == _files(folder)
     assert (
-        synth.manifest_path(tmp_path, again.name).read_bytes()
-        == synth.manifest_path(root, folder.name).read_bytes()
+        manifest_path(tmp_path, again.name).read_bytes()
+        == manifest_path(root, folder.name).read_bytes()
     )
 
 
 def test_without_faulty_is_the_clean_registry_minus_quarantined_ids(faulty, paper, tmp_path):
-    (clean,) = synth.write_registry(tmp_path, faults=0.05, without_faulty=True)
-    assert not (tmp_path / synth.MANIFEST_DIR).exists()
+    (clean,) = write_registry(tmp_path, faults=0.05, without_faulty=True)
+    assert not (tmp_path / MANIFEST_DIR).exists()
     con = _views(clean)
     full = _views(paper)
     m = _manifest(faulty[0])
@@ -401,7 +401,7 @@ def test_without_faulty_is_the_clean_registry_minus_quarantined_ids(faulty, pape
 
 
 def test_nights_and_faults_combine(tmp_path):
-    folders = synth.write_registry(tmp_path, nights=3, faults=0.02)
+    folders = write_registry(tmp_path, nights=3, faults=0.02)
     for folder in folders:
         m = _manifest(tmp_path, folder.name)
         assert set(m["extract"]) == {folder.name}
@@ -411,7 +411,7 @@ def test_nights_and_faults_combine(tmp_path):
 @pytest.mark.parametrize("kwargs", [{"faults": -0.1}, {"faults": 0.9}, {"nights": 0}])
 def test_bad_fault_or_night_arguments_write_nothing(kwargs, tmp_path):
     with pytest.raises(ValueError):
-        synth.write_registry(tmp_path / "out", **kwargs)
+        write_registry(tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
 
 

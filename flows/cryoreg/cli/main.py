@@ -148,7 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from cryoreg.synth import generate as synth
+    from cryoreg.synth import writing as synth
 
     if not 0.0 <= args.faults <= synth.MAX_FAULT_RATE:
         raise config.ConfigurationError(
