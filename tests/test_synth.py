@@ -9,17 +9,18 @@ import duckdb
 import pytest
 
 from cryoreg import contract as registry
-from cryoreg.synth import frames
-from cryoreg.synth.faults import MANIFEST_COLUMNS, MANIFEST_DIR, manifest_path
+from cryoreg.synth.faults import (
+    MANIFEST_COLUMNS,
+    MANIFEST_DIR,
+    OUT_OF_RANGE,
+    WRONG_CODES,
+    manifest_path,
+)
 from cryoreg.synth.writing import write_registry
 
+# file name -> header of a full load: the contract's columns but record_status (deltas only)
 CONTRACT = {
-    "patients.csv": "patient_mrn,patient_name,sex,birth_date,death_date,last_contact_date",
-    "procedures.csv": "procedure_id,patient_mrn,procedure_date,guidance,anesthesia,probe_count",
-    "tumors.csv": "tumor_id,procedure_id,origin,histology,liver_segment,diameter_mm,"
-    "technical_result",
-    "imaging.csv": "imaging_id,tumor_id,imaging_date,modality,finding",
-    "adverse_events.csv": "event_id,procedure_id,onset_date,ctcae_grade,description",
+    f.file_name: ",".join(c for c in f.column_names if c != "record_status") for f in registry.FILES
 }
 
 
@@ -73,23 +74,54 @@ def test_headers_are_the_contract_columns(profile, paper, scale):
         assert text.count(header.split(",")[0] + ",") == 1  # one header row, even when appended
 
 
-def test_columns_match_the_ingest_declaration():
+@pytest.mark.parametrize("profile", ["paper", "scale"])
+def test_every_value_keeps_the_contract(profile, paper, scale):
+    """Codes, ranges, required values, dates and same-row date order, as ingest checks them."""
+    con = _views(paper if profile == "paper" else scale, all_varchar=True)
     for file in registry.FILES:
-        declared = tuple(c.name for c in file.columns if c.name != "record_status")
-        assert declared == frames.COLUMNS[file.entity]
-        assert ",".join(declared) == CONTRACT[file.file_name]
+        table = file.entity
+        for c in file.columns:
+            if c.name == "record_status":
+                continue
+            value = f"trim({c.name})"
+            bad = {
+                "date": f"try_strptime({value}, '%Y-%m-%d') is null",
+                "integer": f"try_cast({value} as integer) is null",
+                "number": f"try_cast({value} as double) is null",
+                "code": f"{value} not in ({', '.join(repr(code) for code in c.codes)})",
+                "text": "false",
+            }[c.kind]
+            if c.low is not None:
+                bad += f" or try_cast({value} as double) not between {c.low} and {c.high}"
+            if c.not_before:
+                bad += f" or {value} < trim({c.not_before})"
+            missing = f"{c.name} is null" if c.required else "false"
+            where = f"({c.name} is not null and ({bad})) or {missing}"
+            assert _count(con, f"select count(*) from {table} where {where}") == 0, (table, c.name)
+
+
+def test_defects_break_the_rule_they_are_named_for():
+    """Wrong codes are no codes of the contract, out-of-range values fall outside its range."""
+    for column, wrong in WRONG_CODES.items():
+        (codes,) = {f.column(column).codes for f in registry.FILES if column in f.column_names}
+        assert codes and not {w.casefold() for w in wrong} & {c.casefold() for c in codes}
+    for column, draws in OUT_OF_RANGE.items():
+        (c,) = {f.column(column) for f in registry.FILES if column in f.column_names}
+        for low, high in draws:  # integers in [low, high)
+            assert high - 1 < c.low or low > c.high, (column, low, high)
 
 
 def _count(con, sql: str) -> int:
     return con.execute(sql).fetchone()[0]
 
 
-def _views(folder):
+def _views(folder, all_varchar=False):
     con = duckdb.connect()
     for name in CONTRACT:
         table = name.removesuffix(".csv")
         con.execute(
-            f"create view {table} as select * from read_csv('{folder / name}', header = true)"
+            f"create view {table} as select * from read_csv('{folder / name}', header = true, "
+            f"all_varchar = {all_varchar})"
         )
     return con
 
@@ -158,19 +190,18 @@ def test_scale_row_counts_are_plausible(scale):
     assert 1.15 * procedures < tumors < 1.45 * procedures
     assert 3 * tumors < imaging < 10 * tumors
     assert 0.3 * procedures < events < 0.7 * procedures
-    grades = {
-        g for (g,) in con.execute("select distinct ctcae_grade from adverse_events").fetchall()
-    }
-    assert grades <= {1, 2, 3, 4, 5}
-    codes = [
-        _count(con, f"select count(distinct {column}) from {table}")
+    used = {  # every code of the contract turns up in a registry this size
+        (table, column): _count(con, f"select count(distinct {column}) from {table}")
         for table, column in (
             ("procedures", "guidance"),
             ("tumors", "origin"),
+            ("tumors", "technical_result"),
+            ("imaging", "modality"),
             ("imaging", "finding"),
         )
-    ]
-    assert codes == [3, 2, 4]
+    }
+    for (table, column), n in used.items():
+        assert n == len(registry.BY_ENTITY[table].column(column).codes), (table, column)
 
 
 def test_scale_chunks_continue_ids(tmp_path):

@@ -13,6 +13,8 @@ from datetime import date
 
 import numpy as np
 
+from cryoreg.contract import BY_ENTITY
+
 EPOCH = date(1970, 1, 1)
 EXTRACT_DATE = date(2014, 12, 31)
 EXTRACT_DAY = (EXTRACT_DATE - EPOCH).days
@@ -21,6 +23,23 @@ PETCT_GUIDANCE_FROM = (date(2008, 1, 1) - EPOCH).days
 PETCT_IMAGING_FROM = (date(2002, 1, 1) - EPOCH).days
 MISSING = -(10**7)  # day number of a missing date
 
+
+def _codes(entity: str, column: str) -> tuple[str, ...]:
+    return BY_ENTITY[entity].column(column).codes
+
+
+# The contract's codes; labels below are indices into them
+GUIDANCE = _codes("procedures", "guidance")
+TECH = _codes("tumors", "technical_result")
+ORIGINS = _codes("tumors", "origin")
+MODALITIES = _codes("imaging", "modality")
+FINDINGS = _codes("imaging", "finding")
+CT, MRI, PET = (MODALITIES.index(m) for m in ("CT", "MRI", "PET/CT"))
+OK, INC, NA = (TECH.index(t) for t in ("complete", "incomplete", "not_assessed"))
+NO, RES, PROG, IND = (
+    FINDINGS.index(f) for f in ("no_tumor", "residual_tumor", "local_progression", "indeterminate")
+)
+
 # --- the paper's cohort as exact counts (the scale profile uses them as shares) ---------------
 PAPER_PATIENTS = 186
 WOMEN = 95
@@ -28,10 +47,11 @@ PROCS_PER_PATIENT = (145, 33, 7, 1)  # patients with 1, 2, 3, 4 procedures: 236 
 TUMORS_PER_PROC = (189, 34, 10, 3)  # procedures with 1..4 tumors: 299 tumors
 PRIMARY_TUMORS = 56
 PROC_SIZE = (195, 41)  # procedures lt4cm / ge4cm (by largest tumor): one >= 40 mm tumor each
-GUIDANCE = ("CT", "MRI", "PET/CT")
-CT_MRI = (126, 100)
+CT_MRI = {"CT": 126, "MRI": 100}
 PETCT = 10  # only from 2008 on
 PETCT_SHARE_FROM_2008 = 0.065
+PET_GUIDED = GUIDANCE.index("PET/CT")
+CT_MRI_GUIDED = np.array([GUIDANCE.index(g) for g in CT_MRI])
 AGE_MIN, AGE_MAX, AGE_SUM = 29, 88, 11327  # mean 60.898 -> 60.9
 DIAMETER_SUM = 7475  # 299 tumors, mean 25.0 mm
 FOLLOW_UP_MEAN_DAYS = 2.5 * 365.25
@@ -46,13 +66,12 @@ SCALE_FOLLOW_UP = 1000.0  # days per unit of the follow-up draw (the paper calib
 # Classes: not TE-evaluable; TE failure (residual tumor: an LTP event); TE success with later
 # local progression; TE success without progression.
 NE, FAIL, LTP, CLEAN = 0, 1, 2, 3
-TECH = ("complete", "incomplete", "not_assessed")
 CELLS = np.array(
     [
-        (0, FAIL, 0, 11), (0, FAIL, 1, 4), (0, LTP, 0, 25), (0, LTP, 1, 1),
-        (0, CLEAN, 0, 186), (0, CLEAN, 1, 1), (0, NE, 0, 26), (0, NE, 1, 1), (0, NE, 2, 3),
-        (1, FAIL, 0, 6), (1, FAIL, 1, 6), (1, LTP, 0, 7), (1, CLEAN, 0, 10), (1, CLEAN, 1, 1),
-        (1, NE, 0, 8), (1, NE, 1, 2), (1, NE, 2, 1),
+        (0, FAIL, OK, 11), (0, FAIL, INC, 4), (0, LTP, OK, 25), (0, LTP, INC, 1),
+        (0, CLEAN, OK, 186), (0, CLEAN, INC, 1), (0, NE, OK, 26), (0, NE, INC, 1), (0, NE, NA, 3),
+        (1, FAIL, OK, 6), (1, FAIL, INC, 6), (1, LTP, OK, 7), (1, CLEAN, OK, 10),
+        (1, CLEAN, INC, 1), (1, NE, OK, 8), (1, NE, INC, 2), (1, NE, NA, 1),
     ]
 )  # fmt: skip
 CELL_GROUP, CELL_CLASS, CELL_TECH, CELL_COUNT = CELLS.T
@@ -61,7 +80,6 @@ AE_EVENTS_P = (0.70, 0.22, 0.08)  # 1, 2, 3 events within 30 days of an AE proce
 P_LATE_AE = 0.03  # procedures with an event after day 30 (kept, never counted)
 P_GRADE5 = 0.04  # scale: share of major-AE procedures (a patient's last) ending in death
 
-ORIGINS = ("primary", "metastasis")
 HISTOLOGY = {
     "primary": (("hcc", 0.86), ("cholangiocarcinoma", 0.14)),
     "metastasis": (
@@ -76,10 +94,7 @@ HISTOLOGY = {
 }
 HISTOLOGY_NAMES = tuple(name for o in ORIGINS for name, _ in HISTOLOGY[o])
 SEGMENT_P = (0.03, 0.10, 0.10, 0.14, 0.13, 0.15, 0.17, 0.18)
-MODALITIES = ("CT", "MRI", "PET/CT", "US")
-MODALITY_P = (0.50, 0.35, 0.07, 0.08)
-FINDINGS = ("no_tumor", "residual_tumor", "local_progression", "indeterminate")
-NO, RES, PROG, IND = 0, 1, 2, 3
+MODALITY_P = {"CT": 0.50, "MRI": 0.35, "PET/CT": 0.07, "US": 0.08}
 # why a tumor is not TE-evaluable: no imaging / only reads before day 30 / only indeterminate
 # reads inside days 30-180 / first read after day 180
 LOST, EARLY, INDET, LATE = 0, 1, 2, 3
@@ -272,8 +287,8 @@ def _patients(c: Plan) -> None:
         c.primary = rng.random(c.n_pat) < PRIMARY_TUMORS / CELL_COUNT.sum()
     c.histology = np.zeros(c.n_pat, np.int64)  # index into HISTOLOGY_NAMES
     shift = 0
-    for origin, flag in zip(ORIGINS, (c.primary, ~c.primary), strict=True):
-        idx = np.flatnonzero(flag)
+    for origin in ORIGINS:
+        idx = np.flatnonzero(c.primary == (origin == "primary"))
         c.histology[idx] = shift + pick([p for _, p in HISTOLOGY[origin]], len(idx), rng)
         shift += len(HISTOLOGY[origin])
 
@@ -314,11 +329,11 @@ def _procedure_labels(c: Plan) -> None:
     if c.paper:
         pet = rng.choice(np.flatnonzero(late), PETCT, replace=False)
         rest = np.setdiff1d(np.arange(c.n_proc), pet)
-        c.guidance = np.full(c.n_proc, 2, np.int64)
-        c.guidance[rest] = d.labels(len(rest), CT_MRI)
+        c.guidance = np.full(c.n_proc, PET_GUIDED, np.int64)
+        c.guidance[rest] = CT_MRI_GUIDED[d.labels(len(rest), list(CT_MRI.values()))]
     else:
-        c.guidance = pick(CT_MRI, c.n_proc, rng)
-        c.guidance[late & (rng.random(c.n_proc) < PETCT_SHARE_FROM_2008)] = 2
+        c.guidance = CT_MRI_GUIDED[pick(list(CT_MRI.values()), c.n_proc, rng)]
+        c.guidance[late & (rng.random(c.n_proc) < PETCT_SHARE_FROM_2008)] = PET_GUIDED
 
 
 def _tumors(c: Plan) -> None:
@@ -335,7 +350,7 @@ def _tumors(c: Plan) -> None:
     if c.paper:
         for p, klass in ((c.pin_max, CLEAN), (c.pin_min, CLEAN), (c.pin_g5, NE)):
             t = c.tum_first[c.proc_first[p]]
-            _force(c.rng, c.cell, t, _cell_of(0, klass, 0), c.tum_group, c.frozen)
+            _force(c.rng, c.cell, t, _cell_of(0, klass, OK), c.tum_group, c.frozen)
 
 
 def _early_events(c: Plan) -> None:
@@ -486,10 +501,10 @@ def _imaging(c: Plan) -> None:
 
     rows, cols = np.nonzero(on)
     when = c.proc_day[c.tum_proc][rows] + day[rows, cols]
-    modality = pick(MODALITY_P, len(rows), rng)
-    modality = np.where((modality == 2) & (when < PETCT_IMAGING_FROM), 0, modality)
+    modality = pick([MODALITY_P[m] for m in MODALITIES], len(rows), rng)
+    modality = np.where((modality == PET) & (when < PETCT_IMAGING_FROM), CT, modality)
     second = np.flatnonzero(cols == 3)  # the other cross-sectional modality on the same day
-    modality[second] = np.where(modality[second - 1] == 1, 0, 1)
+    modality[second] = np.where(modality[second - 1] == MRI, CT, MRI)
     c.img_tumor, c.img_day, c.img_modality, c.img_finding = rows, when, modality, find[rows, cols]
 
 

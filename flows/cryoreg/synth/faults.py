@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from cryoreg.synth.frames import COLUMNS, ID_COLUMN, PARENT, codes, dates, shift_dates
+from cryoreg.contract import BY_ENTITY, FILES, Column, ExtractFile
+from cryoreg.synth.frames import COLUMNS, codes, dates, shift_dates
 
 MANIFEST_DIR = "_manifest"  # beside the extract folders; not a YYYY-MM-DD name, never ingested
 MANIFEST_COLUMNS = (
@@ -28,62 +29,66 @@ MANIFEST_COLUMNS = (
 MAX_FAULT_RATE = 0.5
 
 
+KINDS = (
+    "bad_date",
+    "future_date",
+    "impossible_date",
+    "unknown_code",
+    "not_a_number",
+    "out_of_range",
+    "missing_required",
+    "orphan",
+    "duplicate_id",
+    "accepted",
+)
+NO_FUTURE = ("birth_date",)  # a birth date in the future would put every procedure before it
+NOT_A_NUMBER = ("probe_count", "diameter_mm", "ctcae_grade")  # the ones _bad_values misspells
+ACCEPTED_TOO = ("histology", "ctcae_grade")  # besides codes: lower-cased text, a trimmed grade
+# How far above the contract's range an out_of_range value may go (it may also sit one below
+# the range), and for diameters a negative size; the columns in the order they are dealt.
+ABOVE_RANGE = {"probe_count": 15, "diameter_mm": 699, "liver_segment": 1, "ctcae_grade": 4}
+NEGATIVE = {"diameter_mm": ((-60, -1),)}
+
+
+def _targets(spec: ExtractFile, kind: str) -> tuple[str, ...]:
+    """The columns of one file a defect kind may hit: those whose contract rule it breaks."""
+    fk = spec.parent[1] if spec.parent else None
+    own_date = spec.date_order[1] if spec.date_order else None
+    if kind == "out_of_range":
+        return tuple(c for c in ABOVE_RANGE if c in spec.column_names)
+
+    def hit(c: Column) -> bool:
+        return {
+            "bad_date": c.kind == "date",
+            "future_date": c.kind == "date" and c.name not in NO_FUTURE,
+            "impossible_date": c.not_before is not None or c.name == own_date,
+            "unknown_code": c.kind == "code",
+            "not_a_number": c.name in NOT_A_NUMBER,
+            "missing_required": c.required and c.name not in (spec.id_column, fk),
+            "orphan": c.name == fk,
+            "duplicate_id": c.name == spec.id_column,
+            "accepted": c.kind == "code" or c.name in ACCEPTED_TOO,
+        }[kind]
+
+    return tuple(c.name for c in spec.columns if hit(c))
+
+
+def _outside(name: str) -> tuple[tuple[int, int], ...]:
+    """[low, high) draws of values outside the contract's range of column name."""
+    column = next(f.column(name) for f in FILES if name in f.column_names)
+    low, high = int(column.low), int(column.high)
+    return ((low - 1, low), (high + 1, high + 1 + ABOVE_RANGE[name]), *NEGATIVE.get(name, ()))
+
+
 # Per file: (defect kind, columns it may hit). One defect per corrupted row; the kinds are dealt
 # in turn so that even a small file gets a varied mix. `accepted` defects (stray whitespace and
-# case) must load after normalising; `impossible_date` in procedures/imaging and `orphan` are
+# case) must load after normalising; `impossible_date` against a parent's date and `orphan` are
 # found only when references are resolved.
 FAULT_KINDS = {
-    "patients": (
-        ("bad_date", ("birth_date", "death_date", "last_contact_date")),
-        ("future_date", ("death_date", "last_contact_date")),
-        ("impossible_date", ("death_date", "last_contact_date")),
-        ("unknown_code", ("sex",)),
-        ("missing_required", ("sex", "birth_date")),
-        ("duplicate_id", ("patient_mrn",)),
-        ("accepted", ("sex",)),
-    ),
-    "procedures": (
-        ("bad_date", ("procedure_date",)),
-        ("future_date", ("procedure_date",)),
-        ("impossible_date", ("procedure_date",)),
-        ("unknown_code", ("guidance", "anesthesia")),
-        ("not_a_number", ("probe_count",)),
-        ("out_of_range", ("probe_count",)),
-        ("missing_required", ("procedure_date", "guidance")),
-        ("orphan", ("patient_mrn",)),
-        ("duplicate_id", ("procedure_id",)),
-        ("accepted", ("guidance", "anesthesia")),
-    ),
-    "tumors": (
-        ("unknown_code", ("origin", "technical_result")),
-        ("not_a_number", ("diameter_mm",)),
-        ("out_of_range", ("diameter_mm", "liver_segment")),
-        ("missing_required", ("origin", "histology", "diameter_mm", "technical_result")),
-        ("orphan", ("procedure_id",)),
-        ("duplicate_id", ("tumor_id",)),
-        ("accepted", ("origin", "histology", "technical_result")),
-    ),
-    "imaging": (
-        ("bad_date", ("imaging_date",)),
-        ("future_date", ("imaging_date",)),
-        ("impossible_date", ("imaging_date",)),
-        ("unknown_code", ("modality", "finding")),
-        ("missing_required", ("imaging_date", "modality", "finding")),
-        ("orphan", ("tumor_id",)),
-        ("duplicate_id", ("imaging_id",)),
-        ("accepted", ("modality", "finding")),
-    ),
-    "adverse_events": (
-        ("bad_date", ("onset_date",)),
-        ("future_date", ("onset_date",)),
-        ("not_a_number", ("ctcae_grade",)),
-        ("out_of_range", ("ctcae_grade",)),
-        ("missing_required", ("onset_date", "ctcae_grade")),
-        ("orphan", ("procedure_id",)),
-        ("duplicate_id", ("event_id",)),
-        ("accepted", ("ctcae_grade",)),
-    ),
+    spec.entity: tuple((kind, cols) for kind in KINDS if (cols := _targets(spec, kind)))
+    for spec in FILES
 }
+OUT_OF_RANGE = {name: _outside(name) for name in ABOVE_RANGE}
 WRONG_CODES = {
     "sex": ("U", "X", "W", "2"),
     "guidance": ("US", "CBCT", "fluoroscopy", "PET-CT"),
@@ -92,12 +97,6 @@ WRONG_CODES = {
     "technical_result": ("partial", "success", "n/a"),
     "modality": ("XR", "PET-CT", "CEUS", "SPECT"),
     "finding": ("stable", "complete_response", "progression", "NED"),
-}
-OUT_OF_RANGE = {
-    "probe_count": ((0, 1), (26, 41)),
-    "diameter_mm": ((0, 1), (301, 1000), (-60, -1)),
-    "liver_segment": ((0, 1), (9, 10)),
-    "ctcae_grade": ((0, 1), (6, 10)),
 }
 ROMAN = ("0", "I", "II", "III", "IV", "V")
 NOTES = ("_kind", "_col", "_code", "_value")  # what _corrupt did to a row
@@ -153,11 +152,18 @@ def _bad_values(kind: str, column: str, vals: pl.Series, anchor: pl.Series, rng,
     raise ValueError(kind)
 
 
-def _row_level(name: str, kind: str) -> bool:
-    """Kinds ingest finds in the row itself (the others when it resolves references)."""
+def _row_level(spec: ExtractFile, kind: str, column: str) -> bool:
+    """Kinds ingest finds in the row itself (the others when it resolves references): a date
+    before another of the same row is, a date before the parent's is not."""
     if kind in ("accepted", "orphan"):
         return False
-    return kind != "impossible_date" or name == "patients"
+    return kind != "impossible_date" or spec.column(column).not_before is not None
+
+
+def _anchor(spec: ExtractFile, f: pl.DataFrame, column: str) -> pl.Series:
+    """The date the contract says column may not precede: of the same row, or the parent's."""
+    before = spec.column(column).not_before
+    return f[before] if before else f["_anchor"]
 
 
 def corrupt(name: str, f: pl.DataFrame, rate: float, rng, day: int) -> pl.DataFrame:
@@ -168,7 +174,7 @@ def corrupt(name: str, f: pl.DataFrame, rate: float, rng, day: int) -> pl.DataFr
     cand = np.flatnonzero(f["_cand"].to_numpy() & f["record_status"].is_null().to_numpy())
     m = min(len(cand), int(round(rate * n)))
     rows = np.sort(rng.choice(cand, m, replace=False)) if m else np.zeros(0, np.int64)
-    kinds = FAULT_KINDS[name]
+    kinds, spec = FAULT_KINDS[name], BY_ENTITY[name]
     deal = rng.permutation(len(kinds))[np.arange(m) % len(kinds)]
     dupes = []
     for g, (kind, columns) in enumerate(kinds):
@@ -186,14 +192,13 @@ def corrupt(name: str, f: pl.DataFrame, rate: float, rng, day: int) -> pl.DataFr
                 dupes.append(idx)
                 new = f[column].gather(idx)
             else:
-                new = _bad_values(
-                    kind, column, f[column].gather(idx), f["_anchor"].gather(idx), rng, day
-                )
+                anchor = _anchor(spec, f, column).gather(idx)
+                new = _bad_values(kind, column, f[column].gather(idx), anchor, rng, day)
                 f = f.with_columns(f[column].clone().scatter(idx, new))
             notes["_kind"].scatter(idx, kind)
             notes["_col"].scatter(idx, column)
             notes["_value"].scatter(idx, new)
-            if _row_level(name, kind):
+            if _row_level(spec, kind, column):
                 notes["_code"].scatter(idx, kind)
     f = f.with_columns(**notes)
     if dupes:  # the same row again further down the file: the earlier copy is the defect
@@ -215,7 +220,8 @@ def simulate(nights: list[dict[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
     live: dict[str, pl.Series] = {}
     out = {}
     for name in COLUMNS:
-        idc = ID_COLUMN[name]
+        spec = BY_ENTITY[name]
+        idc = spec.id_column
         rows = pl.concat(
             [f[name].with_columns(_folder=pl.lit(j, pl.Int64)) for j, f in enumerate(nights)],
             how="vertical_relaxed",
@@ -227,8 +233,8 @@ def simulate(nights: list[dict[str, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
             .filter(pl.col("record_status").is_null())
         )
         verdict = pl.lit(None, pl.String)
-        if name in PARENT:
-            parent, fk = PARENT[name]
+        if spec.parent:
+            parent, fk = spec.parent
             verdict = (
                 pl.when(~pl.col(fk).is_in(live[parent].implode()))
                 .then(pl.lit("orphan"))
@@ -251,8 +257,9 @@ def manifest_rows(verdicts: dict[str, pl.DataFrame], extracts: list[str]) -> pl.
     """The corrupted rows and the rows quarantined because of them, one line each."""
     parts = []
     for name, rows in verdicts.items():
-        idc = ID_COLUMN[name]
-        parent, fk = PARENT.get(name, (None, idc))
+        spec = BY_ENTITY[name]
+        idc = spec.id_column
+        parent, fk = spec.parent or (None, idc)
         hit = rows.filter(pl.col("_kind").is_not_null() | pl.col("_outcome").is_not_null())
         extract = pl.col("_folder").replace_strict(
             list(range(len(extracts))), extracts, return_dtype=pl.String
@@ -282,7 +289,7 @@ def manifest_rows(verdicts: dict[str, pl.DataFrame], extracts: list[str]) -> pl.
 def drop_quarantined(nights: list[dict[str, pl.DataFrame]], verdicts) -> None:
     """Remove every id that a run on the faulty registry would not load."""
     for name, rows in verdicts.items():
-        idc = ID_COLUMN[name]
+        idc = BY_ENTITY[name].id_column
         gone = rows.filter(pl.col("_outcome").is_not_null())[idc]
         kept = rows.filter(pl.col("_outcome").is_null())[idc]
         removed = gone.filter(~gone.is_in(kept.implode())).implode()

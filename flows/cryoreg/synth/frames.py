@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from cryoreg.contract import BY_ENTITY, FILES
 from cryoreg.synth.cohort import (
     CELL_TECH,
     FINDINGS,
@@ -30,35 +31,14 @@ from cryoreg.synth.cohort import (
     starts,
 )
 
-COLUMNS = {
-    "patients": (
-        "patient_mrn",
-        "patient_name",
-        "sex",
-        "birth_date",
-        "death_date",
-        "last_contact_date",
-    ),
-    "procedures": (
-        "procedure_id",
-        "patient_mrn",
-        "procedure_date",
-        "guidance",
-        "anesthesia",
-        "probe_count",
-    ),
-    "tumors": (
-        "tumor_id",
-        "procedure_id",
-        "origin",
-        "histology",
-        "liver_segment",
-        "diameter_mm",
-        "technical_result",
-    ),
-    "imaging": ("imaging_id", "tumor_id", "imaging_date", "modality", "finding"),
-    "adverse_events": ("event_id", "procedure_id", "onset_date", "ctcae_grade", "description"),
-}
+STATUS = "record_status"  # the contract's last column: sent in the deltas only
+COLUMNS = {f.entity: tuple(c for c in f.column_names if c != STATUS) for f in FILES}
+PRIMARY, METASTASIS = (ORIGINS.index(o) for o in ("primary", "metastasis"))
+SEX = BY_ENTITY["patients"].column("sex").codes
+ANESTHESIA = BY_ENTITY["procedures"].column("anesthesia").codes
+ANESTHESIA_P = {"general": 0.78, "moderate": 0.20, None: 0.02}
+PROBES = BY_ENTITY["procedures"].column("probe_count")
+SEGMENT = BY_ENTITY["tumors"].column("liver_segment")
 
 AE_TEXT = {
     1: ("pain at the probe site", "nausea", "post-ablation syndrome, fever and malaise",
@@ -86,20 +66,7 @@ LAST = (
     "Taylor", "Thomas", "Moore", "Jackson", "Martin", "Lee", "Okafor", "Silva",
 )  # fmt: skip
 MRN_SPACE, MRN_STEP = 9_000_000, 7_654_321  # affine permutation: unique MRNs across chunks
-ID_COLUMN = {
-    "patients": "patient_mrn",
-    "procedures": "procedure_id",
-    "tumors": "tumor_id",
-    "imaging": "imaging_id",
-    "adverse_events": "event_id",
-}
-PARENT = {  # entity -> (parent entity, foreign-key column)
-    "procedures": ("patients", "patient_mrn"),
-    "tumors": ("procedures", "procedure_id"),
-    "imaging": ("tumors", "tumor_id"),
-    "adverse_events": ("procedures", "procedure_id"),
-}
-ID_FORMAT = {
+ID_FORMAT = {  # prefix and digits of the ids synth gives (the contract's ids are any text)
     "procedures": ("PRC", 8),
     "tumors": ("TUM", 8),
     "imaging": ("IMG", 9),
@@ -121,7 +88,9 @@ class Frames:
         return [(name, getattr(self, name)) for name in COLUMNS]
 
 
-def _ids(prefix: str, start: int, n: int, width: int) -> pl.Series:
+def _ids(entity: str, offsets: dict[str, int], n: int) -> pl.Series:
+    prefix, width = ID_FORMAT[entity]
+    start = offsets[entity]
     numbers = pl.Series(np.arange(start + 1, start + n + 1, dtype=np.int64))
     return prefix + numbers.cast(pl.String).str.zfill(width)
 
@@ -154,7 +123,7 @@ def _frames(c: Plan, offsets: dict[str, int]) -> Frames:
     """The plan as the five extract files; ids continue from offsets (updated in place)."""
     rng, n_pat, n_proc, n_tum = c.rng, c.n_pat, c.n_proc, c.n_tum
     n_img, n_ev = len(c.img_tumor), len(c.ev_proc)
-    serial = offsets["patient"] + np.arange(n_pat, dtype=np.int64)
+    serial = offsets["patients"] + np.arange(n_pat, dtype=np.int64)
     mrn_number = (serial * MRN_STEP + offsets["mrn_shift"]) % MRN_SPACE + 1_000_000
     mrn = "MRN" + pl.Series(mrn_number).cast(pl.String)
     first = np.where(
@@ -167,36 +136,40 @@ def _frames(c: Plan, offsets: dict[str, int]) -> Frames:
         {
             "patient_mrn": mrn,
             "patient_name": name,
-            "sex": codes(("F", "M"), np.where(c.female, 0, 1)),
+            "sex": codes(SEX, np.where(c.female, SEX.index("F"), SEX.index("M"))),
             "birth_date": dates(c.birth),
             "death_date": dates(c.death),
             "last_contact_date": dates(c.contact),
         }
     )
 
-    proc_id = _ids("PRC", offsets["procedure"], n_proc, 8)
+    proc_id = _ids("procedures", offsets, n_proc)
     largest = np.maximum.reduceat(c.diameter, c.tum_first)
     probes = 1 + largest / 14 + (c.n_tum_of - 1) * 1.2 + rng.normal(0, 0.8, n_proc)
-    anesthesia = pick((0.78, 0.20, 0.02), n_proc, rng)
+    anesthesia = pick([ANESTHESIA_P[a] for a in (*ANESTHESIA, None)], n_proc, rng)
     procedures = pl.DataFrame(
         {
             "procedure_id": proc_id,
             "patient_mrn": mrn.gather(c.proc_pat),
             "procedure_date": dates(c.proc_day),
             "guidance": codes(GUIDANCE, c.guidance),
-            "anesthesia": codes(("general", "moderate", ""), anesthesia, anesthesia == 2),
-            "probe_count": _ints(np.clip(np.rint(probes), 1, 25), rng.random(n_proc) < 0.01),
+            "anesthesia": codes((*ANESTHESIA, ""), anesthesia, anesthesia == len(ANESTHESIA)),
+            "probe_count": _ints(
+                np.clip(np.rint(probes), PROBES.low, PROBES.high), rng.random(n_proc) < 0.01
+            ),
         }
     )
 
-    tum_id = _ids("TUM", offsets["tumor"], n_tum, 8)
+    tum_id = _ids("tumors", offsets, n_tum)
     tumors = pl.DataFrame(
         {
             "tumor_id": tum_id,
             "procedure_id": proc_id.gather(c.tum_proc),
-            "origin": codes(ORIGINS, np.where(c.primary[c.tum_pat], 0, 1)),
+            "origin": codes(ORIGINS, np.where(c.primary[c.tum_pat], PRIMARY, METASTASIS)),
             "histology": codes(HISTOLOGY_NAMES, c.histology[c.tum_pat]),
-            "liver_segment": _ints(pick(SEGMENT_P, n_tum, rng) + 1, rng.random(n_tum) < 0.02),
+            "liver_segment": _ints(
+                pick(SEGMENT_P, n_tum, rng) + SEGMENT.low, rng.random(n_tum) < 0.02
+            ),
             "diameter_mm": c.diameter,
             "technical_result": codes(TECH, CELL_TECH[c.cell]),
         }
@@ -204,7 +177,7 @@ def _frames(c: Plan, offsets: dict[str, int]) -> Frames:
 
     imaging = pl.DataFrame(
         {
-            "imaging_id": _ids("IMG", offsets["imaging"], n_img, 9),
+            "imaging_id": _ids("imaging", offsets, n_img),
             "tumor_id": tum_id.gather(c.img_tumor),
             "imaging_date": dates(c.img_day),
             "modality": codes(MODALITIES, c.img_modality),
@@ -219,22 +192,19 @@ def _frames(c: Plan, offsets: dict[str, int]) -> Frames:
     text = text_start[g] + np.floor(rng.random(n_ev) * text_count[g]).astype(np.int64)
     adverse_events = pl.DataFrame(
         {
-            "event_id": _ids("AE", offsets["event"], n_ev, 8),
+            "event_id": _ids("adverse_events", offsets, n_ev),
             "procedure_id": proc_id.gather(c.ev_proc),
             "onset_date": dates(c.proc_day[c.ev_proc] + c.onset),
             "ctcae_grade": c.grade.astype(np.int64),
             "description": codes(texts, text, rng.random(n_ev) < 0.03),
         }
     )
-    for key, n in (
-        ("patient", n_pat),
-        ("procedure", n_proc),
-        ("tumor", n_tum),
-        ("imaging", n_img),
-        ("event", n_ev),
-    ):
-        offsets[key] += n
-    return Frames(patients, procedures, tumors, imaging, adverse_events)
+    files = {"patients": patients, "procedures": procedures, "tumors": tumors}
+    files |= {"imaging": imaging, "adverse_events": adverse_events}
+    frames = Frames(**{name: f.select(COLUMNS[name]) for name, f in files.items()})
+    for name, frame in frames.items():
+        offsets[name] += frame.height
+    return frames
 
 
 def iter_frames(
@@ -244,7 +214,7 @@ def iter_frames(
     chunk_patients: int = 50_000,
 ) -> Iterator[Frames]:
     """The registry as frames, chunk by chunk (a single chunk for the paper profile)."""
-    offsets = dict.fromkeys(("patient", "procedure", "tumor", "imaging", "event"), 0)
+    offsets = dict.fromkeys(COLUMNS, 0)
     offsets["mrn_shift"] = seed % MRN_SPACE
     if profile == "paper":
         if patients not in (None, PAPER_PATIENTS):

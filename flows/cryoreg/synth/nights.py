@@ -10,19 +10,21 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from cryoreg.contract import BY_ENTITY, FILES
 from cryoreg.synth.cohort import EXTRACT_DATE, FINDINGS
 from cryoreg.synth.frames import (
     COLUMNS,
-    ID_COLUMN,
     ID_FORMAT,
     MRN_SPACE,
     MRN_STEP,
+    PROBES,
     Frames,
     codes,
 )
 
 P_LATE = {"patients": 0.12, "procedures": 0.08, "imaging": 0.15, "adverse_events": 0.10}
 P_CORRECTED = 0.03  # rows first sent with a wrong value, corrected in a later night
+DIAMETER = BY_ENTITY["tumors"].column("diameter_mm")
 
 
 def extract_dates(nights: int) -> list[str]:
@@ -36,34 +38,30 @@ def _text(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _annotate(chunk: Frames) -> dict[str, pl.DataFrame]:
     """Text frames with hidden helper columns: `_idx` (order), `_pat` (the row's patient) and
-    `_anchor` (the date a reference check compares against)."""
-    t = {name: _text(frame).with_row_index("_idx") for name, frame in chunk.items()}
-    left = {"how": "left", "maintain_order": "left"}
-    pat = t["patients"].with_columns(_pat=pl.col("patient_mrn"), _anchor=pl.col("birth_date"))
-    proc = t["procedures"].join(
-        pat.select("patient_mrn", pl.col("birth_date").alias("_anchor")), on="patient_mrn", **left
-    )
-    proc = proc.with_columns(_pat=pl.col("patient_mrn"))
-    tum = t["tumors"].join(
-        proc.select("procedure_id", "_pat", pl.col("procedure_date").alias("_anchor")),
-        on="procedure_id",
-        **left,
-    )
-    img = t["imaging"].join(tum.select("tumor_id", "_pat", "_anchor"), on="tumor_id", **left)
-    ae = t["adverse_events"].join(
-        proc.select("procedure_id", "_pat", pl.col("procedure_date").alias("_anchor")),
-        on="procedure_id",
-        **left,
-    )
-    out = {"patients": pat, "procedures": proc, "tumors": tum, "imaging": img, "adverse_events": ae}
-    return {
-        name: f.with_columns(
+    `_anchor` (the parent's date the contract's date order puts the row's own date after,
+    looked up along the references; null in files without a date order)."""
+    t: dict[str, pl.DataFrame] = {}
+    dated: dict[str, pl.DataFrame] = {}  # per file: id, patient, its own and its parents' dates
+    for spec in FILES:
+        f = _text(getattr(chunk, spec.entity)).with_row_index("_idx")
+        inherited: list[str] = []
+        if spec.parent is None:
+            f = f.with_columns(_pat=pl.col(spec.id_column))
+        else:
+            parent, fk = spec.parent
+            above = dated[parent].rename({BY_ENTITY[parent].id_column: fk})
+            f = f.join(above, on=fk, how="left", maintain_order="left")
+            inherited = [c for c in above.columns if c.startswith("_up_")]
+        anchor = pl.col(f"_up_{spec.date_order[0]}") if spec.date_order else pl.lit(None, pl.String)
+        f = f.with_columns(_anchor=anchor)
+        own = [pl.col(c.name).alias(f"_up_{c.name}") for c in spec.columns if c.kind == "date"]
+        dated[spec.entity] = f.select(spec.id_column, "_pat", *inherited, *own)
+        t[spec.entity] = f.drop(inherited).with_columns(
             _key=pl.col("_idx").cast(pl.Float64),
             record_status=pl.lit(None, pl.String),
             _mistake=pl.lit(False),
         )
-        for name, f in out.items()
-    }
+    return t
 
 
 def _arrivals(t: dict[str, pl.DataFrame], k: int, rng: np.random.Generator) -> None:
@@ -74,7 +72,9 @@ def _arrivals(t: dict[str, pl.DataFrame], k: int, rng: np.random.Generator) -> N
 
     def inherit(name: str, parent: str, key: str) -> None:
         f = t[name].join(
-            t[parent].select(key, pl.col("_night").alias("_up")),
+            t[parent].select(
+                pl.col(BY_ENTITY[parent].id_column).alias(key), pl.col("_night").alias("_up")
+            ),
             on=key,
             how="left",
             maintain_order="left",
@@ -85,10 +85,9 @@ def _arrivals(t: dict[str, pl.DataFrame], k: int, rng: np.random.Generator) -> N
     t["patients"] = t["patients"].with_columns(
         _night=pl.Series(later("patients", t["patients"].height))
     )
-    inherit("procedures", "patients", "patient_mrn")
-    inherit("tumors", "procedures", "procedure_id")
-    inherit("imaging", "tumors", "tumor_id")
-    inherit("adverse_events", "procedures", "procedure_id")
+    for spec in FILES:
+        if spec.parent:
+            inherit(spec.entity, *spec.parent)
 
 
 def _earlier_version(name: str, f: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
@@ -99,7 +98,7 @@ def _earlier_version(name: str, f: pl.DataFrame, rng: np.random.Generator) -> pl
     if name == "procedures":
         probes = f["probe_count"].cast(pl.Int64)
         step = pl.Series(np.where(rng.random(n) < 0.5, -1, 1))
-        changed = (probes + step).clip(1, 25)
+        changed = (probes + step).clip(PROBES.low, PROBES.high)
         changed = pl.select(
             pl.when(changed == probes).then(probes + 1).otherwise(changed)
         ).to_series()
@@ -107,7 +106,7 @@ def _earlier_version(name: str, f: pl.DataFrame, rng: np.random.Generator) -> pl
     if name == "tumors":
         mm = f["diameter_mm"].cast(pl.Int64)
         step = pl.Series(rng.integers(1, 6, n) * np.where(rng.random(n) < 0.5, -1, 1))
-        changed = (mm + step).clip(1, 300)
+        changed = (mm + step).clip(DIAMETER.low, DIAMETER.high)
         changed = pl.select(pl.when(changed == mm).then(mm + 1).otherwise(changed)).to_series()
         return f.with_columns(diameter_mm=changed.cast(pl.String))
     if name == "imaging":
@@ -135,7 +134,7 @@ def _new_ids(name: str, counter: dict, n: int) -> pl.Series:
 
 def _tombstones(f: pl.DataFrame, name: str) -> pl.DataFrame:
     """Deletion rows: the id and record_status=deleted, every other value empty."""
-    keep = {ID_COLUMN[name], "_pat", "_night", "_key", "_idx"}
+    keep = {BY_ENTITY[name].id_column, "_pat", "_night", "_key", "_idx"}
     return f.with_columns(
         [pl.lit(None, pl.String).alias(c) for c in COLUMNS[name] if c not in keep]
         + [pl.lit("deleted").alias("record_status"), pl.col("_key") + 1e12]
@@ -160,7 +159,9 @@ def _mistakes(t, k: int, rng, counter: dict) -> dict[str, list[pl.DataFrame]]:
             copy = t[name][np.sort(take)]
             add(
                 name,
-                copy.with_columns(_new_ids(name, counter, copy.height).alias(ID_COLUMN[name])),
+                copy.with_columns(
+                    _new_ids(name, counter, copy.height).alias(BY_ENTITY[name].id_column)
+                ),
                 night,
                 gone,
             )

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from cryoreg.contract import BY_ENTITY
 from cryoreg.synth.cohort import EPOCH, EXTRACT_DATE
 from cryoreg.synth.faults import (
     MANIFEST_COLUMNS,
@@ -55,7 +56,7 @@ class _Writer:
             if rng is not None:
                 bom, reorder = rng.choice(names, 2, replace=False)
             for name in names:
-                columns = list(COLUMNS[name]) + (["record_status"] if j else [])
+                columns = list(BY_ENTITY[name].column_names if j else COLUMNS[name])
                 if name == reorder:
                     order = rng.permutation(len(columns))
                     order = order if (order != np.arange(len(columns))).any() else order[::-1]
