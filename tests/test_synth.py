@@ -6,9 +6,26 @@ The paper's outcome figures are checked end to end through the pipeline (test_pa
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pytest
 
 from cryoreg import contract as registry
+from cryoreg import paper as figures
+from cryoreg.synth.cohort import (
+    CELL_CLASS,
+    CELL_COUNT,
+    CELL_GROUP,
+    CELL_TECH,
+    CLEAN,
+    FAIL,
+    FOLLOW_UP_MAX_DAYS,
+    LTP,
+    NA,
+    NE,
+    OK,
+    PROCS_PER_PATIENT,
+    TUMORS_PER_PROC,
+)
 from cryoreg.synth.faults import (
     MANIFEST_COLUMNS,
     MANIFEST_DIR,
@@ -175,9 +192,32 @@ def test_dates_are_ordered_and_within_the_extract(profile, paper, scale):
 
 def test_paper_row_counts(paper):
     con = _views(paper)
-    counts = [_count(con, f"select count(*) from {t}") for t in ("patients", "procedures")]
-    assert counts == [186, 236]
-    assert _count(con, "select count(*) from tumors") == 299
+    counts = [
+        _count(con, f"select count(*) from {t}") for t in ("patients", "procedures", "tumors")
+    ]
+    assert counts == [figures.PATIENTS, figures.PROCEDURES, figures.TUMORS]
+
+
+def test_the_plan_adds_up_to_the_paper():
+    """The paper profile's own splits (procedures per patient, tumor outcome cells) give the
+    paper's printed totals, so that the pipeline can reproduce them."""
+    per_patient, per_procedure = np.array(PROCS_PER_PATIENT), np.array(TUMORS_PER_PROC)
+    assert per_patient.sum() == figures.PATIENTS
+    assert (per_patient * np.arange(1, 5)).sum() == per_procedure.sum() == figures.PROCEDURES
+    assert (per_procedure * np.arange(1, 5)).sum() == CELL_COUNT.sum() == figures.TUMORS
+    assert CELL_COUNT[CELL_GROUP == 1].sum() == figures.MAJOR_ADVERSE_EVENTS["ge4cm"].n
+    for g, group in enumerate(("lt4cm", "ge4cm")):
+        cells = g == CELL_GROUP
+        evaluable = CELL_COUNT[cells & (CELL_CLASS != NE)].sum()
+        success = CELL_COUNT[cells & np.isin(CELL_CLASS, (LTP, CLEAN))].sum()
+        progressed = CELL_COUNT[cells & np.isin(CELL_CLASS, (FAIL, LTP))].sum()
+        te, ltp = figures.TECHNIQUE_EFFICACY[group], figures.LOCAL_TUMOR_PROGRESSION[group]
+        assert (success, evaluable) == (te.k, te.n), group
+        assert (progressed, evaluable) == (ltp.k, ltp.n), group
+    assessed = CELL_COUNT[CELL_TECH != NA].sum()
+    complete = CELL_COUNT[CELL_TECH == OK].sum()
+    assert (complete, assessed) == (figures.TECHNICAL_SUCCESS.k, figures.TECHNICAL_SUCCESS.n)
+    assert round(FOLLOW_UP_MAX_DAYS / 365.25, 1) == figures.FOLLOW_UP_YEARS_MAX
 
 
 def test_scale_row_counts_are_plausible(scale):

@@ -13,6 +13,7 @@ from datetime import date
 
 import numpy as np
 
+from cryoreg import paper
 from cryoreg.contract import BY_ENTITY
 
 EPOCH = date(1970, 1, 1)
@@ -41,22 +42,32 @@ NO, RES, PROG, IND = (
 )
 
 # --- the paper's cohort as exact counts (the scale profile uses them as shares) ---------------
-PAPER_PATIENTS = 186
-WOMEN = 95
-PROCS_PER_PATIENT = (145, 33, 7, 1)  # patients with 1, 2, 3, 4 procedures: 236 procedures
-TUMORS_PER_PROC = (189, 34, 10, 3)  # procedures with 1..4 tumors: 299 tumors
-PRIMARY_TUMORS = 56
-PROC_SIZE = (195, 41)  # procedures lt4cm / ge4cm (by largest tumor): one >= 40 mm tumor each
-CT_MRI = {"CT": 126, "MRI": 100}
-PETCT = 10  # only from 2008 on
+# The figures the paper prints come from cryoreg.paper; the splits that reach them (how many
+# patients had two procedures, ...) are this plan's own choices, checked against the paper's
+# totals by the tests.
+PAPER_PATIENTS = paper.PATIENTS
+WOMEN = paper.WOMEN
+PROCS_PER_PATIENT = (145, 33, 7, 1)  # patients with 1, 2, 3, 4 procedures
+TUMORS_PER_PROC = (189, 34, 10, 3)  # procedures with 1..4 tumors
+PRIMARY_TUMORS = paper.PRIMARY
+# procedures lt4cm / ge4cm (by largest tumor): one >= 40 mm tumor each
+PROC_SIZE = tuple(paper.MAJOR_ADVERSE_EVENTS[g].n for g in ("lt4cm", "ge4cm"))
+CT_MRI = {g: paper.GUIDANCE[g] for g in ("CT", "MRI")}
+PETCT = paper.GUIDANCE["PET/CT"]  # only from 2008 on
 PETCT_SHARE_FROM_2008 = 0.065
 PET_GUIDED = GUIDANCE.index("PET/CT")
 CT_MRI_GUIDED = np.array([GUIDANCE.index(g) for g in CT_MRI])
-AGE_MIN, AGE_MAX, AGE_SUM = 29, 88, 11327  # mean 60.898 -> 60.9
-DIAMETER_SUM = 7475  # 299 tumors, mean 25.0 mm
-FOLLOW_UP_MEAN_DAYS = 2.5 * 365.25
-FOLLOW_UP_MAX_DAYS = 5330  # 14.59 years: the one longest-followed tumor
-FOLLOW_UP_MIN_DAYS = 61  # 2.0 months: the one shortest-followed tumor
+AGE_MIN, AGE_MAX = paper.AGE_MIN, paper.AGE_MAX
+AGE_SUM = round(paper.AGE_MEAN * paper.PATIENTS)  # a mean of 60.898 prints as 60.9
+LARGE_MM = 40  # the paper's size groups: under 4 cm, 4 cm or more
+DIAMETER_MIN_MM, DIAMETER_MEDIAN_MM, DIAMETER_MAX_MM = (
+    round(10 * cm)
+    for cm in (paper.DIAMETER_CM_MIN, paper.DIAMETER_CM_MEDIAN, paper.DIAMETER_CM_MAX)
+)
+DIAMETER_SUM = round(10 * paper.DIAMETER_CM_MEAN * paper.TUMORS)  # every tumor, in mm
+FOLLOW_UP_MEAN_DAYS = paper.FOLLOW_UP_YEARS_MEAN * 365.25
+FOLLOW_UP_MAX_DAYS = 5330  # 14.59 years (printed 14.6): the one longest-followed tumor
+FOLLOW_UP_MIN_DAYS = round(paper.FOLLOW_UP_MONTHS_MIN * 365.25 / 12)  # the shortest-followed
 FOLLOW_UP_CAP_DAYS = 5200  # every other tumor stays below the maximum
 FOLLOW_UP_FLOOR_DAYS = 100  # a patient's imaging runs at least this long after the last procedure
 EVALUABLE_MIN_DAYS = 90  # shorter possible follow-up: the tumor is planned not TE-evaluable
@@ -75,7 +86,17 @@ CELLS = np.array(
     ]
 )  # fmt: skip
 CELL_GROUP, CELL_CLASS, CELL_TECH, CELL_COUNT = CELLS.T
-AE_CLASSES = ((131, 47, 17), (25, 8, 8))  # per procedure size group: none / minor / major
+AE_MINOR_LT4CM = 47  # procedures under 4 cm whose worst event was minor
+AE_CLASSES = tuple(  # per procedure size group: procedures with no / minor / major events
+    (major.n - minor - major.k, minor, major.k)
+    for major, minor in (
+        (paper.MAJOR_ADVERSE_EVENTS["lt4cm"], AE_MINOR_LT4CM),
+        (
+            paper.MAJOR_ADVERSE_EVENTS["ge4cm"],
+            paper.ADVERSE_EVENTS.k - paper.MAJOR_ADVERSE_EVENTS["all"].k - AE_MINOR_LT4CM,
+        ),
+    )
+)
 AE_EVENTS_P = (0.70, 0.22, 0.08)  # 1, 2, 3 events within 30 days of an AE procedure
 P_LATE_AE = 0.03  # procedures with an event after day 30 (kept, never counted)
 P_GRADE5 = 0.04  # scale: share of major-AE procedures (a patient's last) ending in death
@@ -145,15 +166,17 @@ _MEDIAN_P = (sum(CELL_COUNT) // 2) / (_LT_TUMORS - 1)  # the cohort median is a 
 
 
 def _diameter_lt(p: np.ndarray, g: float) -> np.ndarray:
-    """Quantiles of tumors under 4 cm: 3 mm, median 22 mm, 39 mm; the shape g sets the mean."""
-    low = 3 + 19 * (np.minimum(p, _MEDIAN_P) / _MEDIAN_P) ** g
-    high = 22 + 17 * (np.maximum(p - _MEDIAN_P, 0) / (1 - _MEDIAN_P)) ** g
+    """Quantiles of tumors under 4 cm: the paper's minimum, its median, 39 mm; the shape g sets
+    the mean."""
+    low_mm, median_mm, high_mm = DIAMETER_MIN_MM, DIAMETER_MEDIAN_MM, LARGE_MM - 1
+    low = low_mm + (median_mm - low_mm) * (np.minimum(p, _MEDIAN_P) / _MEDIAN_P) ** g
+    high = median_mm + (high_mm - median_mm) * (np.maximum(p - _MEDIAN_P, 0) / (1 - _MEDIAN_P)) ** g
     return np.rint(np.where(p <= _MEDIAN_P, low, high)).astype(np.int64)
 
 
 def _diameter_ge(p: np.ndarray) -> np.ndarray:
-    """Quantiles of tumors of 4 cm or more: 40 to 78 mm, most near the low end."""
-    return np.rint(40 + 38 * p**2.5).astype(np.int64)
+    """Quantiles of tumors of 4 cm or more: 40 mm to the paper's maximum, most near the low end."""
+    return np.rint(LARGE_MM + (DIAMETER_MAX_MM - LARGE_MM) * p**2.5).astype(np.int64)
 
 
 def _diameter_shape() -> float:
