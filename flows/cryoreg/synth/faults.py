@@ -269,7 +269,7 @@ def manifest_rows(verdicts: dict[str, pl.DataFrame], extracts: list[str]) -> pl.
         parts.append(
             hit.select(
                 extract.alias("extract"),
-                (extract + f"/{name}.csv").alias("file"),
+                (extract + f"/{spec.file_name}").alias("file"),
                 pl.col("_line").alias("line"),
                 pl.col(idc).alias("id"),
                 pl.col("_kind").fill_null("cascade").alias("kind"),

@@ -31,7 +31,7 @@ def write_frames(folder: Path, chunks: Iterator[Frames]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i, chunk in enumerate(chunks):
         for name, frame in chunk.items():
-            with open(folder / f"{name}.csv", "wb" if i == 0 else "ab") as sink:
+            with open(folder / BY_ENTITY[name].file_name, "wb" if i == 0 else "ab") as sink:
                 frame.write_csv(sink, include_header=i == 0)
     return folder
 
@@ -69,8 +69,8 @@ class _Writer:
     def _note(self, extract: str, name: str, kind: str, value: str) -> None:
         self.file_rows.append(
             dict.fromkeys(MANIFEST_COLUMNS, "")
-            | {"extract": extract, "file": f"{extract}/{name}.csv", "line": 1, "kind": kind}
-            | {"value": value, "quarantined": False}
+            | {"extract": extract, "file": f"{extract}/{BY_ENTITY[name].file_name}", "line": 1}
+            | {"kind": kind, "value": value, "quarantined": False}
         )
 
     def number(self, nights: list[dict[str, pl.DataFrame]]) -> None:
@@ -85,7 +85,7 @@ class _Writer:
             self.folders[j].mkdir(parents=True, exist_ok=True)
             for name, f in night.items():
                 columns, bom = self.layout[(j, name)]
-                path = self.folders[j] / f"{name}.csv"
+                path = self.folders[j] / BY_ENTITY[name].file_name
                 first = not path.exists()
                 with open(path, "wb" if first else "ab") as sink:
                     if first and bom:
