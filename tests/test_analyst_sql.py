@@ -8,6 +8,8 @@ import re
 import duckdb
 import pytest
 
+from cryoreg import paper
+
 from conftest import REPO, run_cryoreg
 
 pytestmark = pytest.mark.xdist_group("paper")
@@ -60,63 +62,67 @@ def test_every_query_runs_read_only(analyst, name):
 
 def test_paper_cohort(analyst):
     [row] = rows(analyst, "paper_cohort")
-    assert (row["patients"], row["women"]) == (186, 95)
-    assert (row["age_mean"], row["age_min"], row["age_max"]) == (60.9, 29, 88)
+    assert (row["patients"], row["women"]) == (paper.PATIENTS, paper.WOMEN)
+    ages = (row["age_mean"], row["age_min"], row["age_max"])
+    assert ages == (paper.AGE_MEAN, paper.AGE_MIN, paper.AGE_MAX)
 
 
 def test_paper_guidance(analyst):
     counts = {r["guidance"]: r["procedures"] for r in rows(analyst, "paper_guidance")}
-    assert counts == {"CT": 126, "MRI": 100, "PET/CT": 10}
+    assert counts == paper.GUIDANCE
 
 
 def test_paper_technical_success(analyst):
     [row] = rows(analyst, "paper_technical_success")
-    assert (row["successes"], row["evaluable"], row["pct"]) == (279, 295, 94.6)
+    ts = paper.TECHNICAL_SUCCESS
+    assert (row["successes"], row["evaluable"], row["pct"]) == (ts.k, ts.n, ts.pct)
 
 
 def test_paper_technique_efficacy(analyst):
     te = by(rows(analyst, "paper_technique_efficacy"), "size_group")
     counts = {g: (r["successes"], r["evaluable"], r["pct"]) for g, r in te.items()}
-    assert counts == {
-        "all": (231, 258, 89.5),
-        "lt4cm": (213, 228, 93.4),
-        "ge4cm": (18, 30, 60.0),
-    }
+    assert counts == {g: (p.k, p.n, p.pct) for g, p in paper.TECHNIQUE_EFFICACY.items()}
 
 
 def test_paper_local_tumor_progression(analyst):
     ltp = by(rows(analyst, "paper_local_tumor_progression"), "size_group")
     counts = {g: (r["progressed"], r["evaluable"], r["pct"]) for g, r in ltp.items()}
-    assert counts == {
-        "all": (60, 258, 23.3),
-        "lt4cm": (41, 228, 18.0),
-        "ge4cm": (19, 30, 63.3),
-    }
+    assert counts == {g: (p.k, p.n, p.pct) for g, p in paper.LOCAL_TUMOR_PROGRESSION.items()}
 
 
 def test_paper_adverse_events(analyst):
     ae = by(rows(analyst, "paper_adverse_events"), "size_group")
-    assert (ae["all"]["any_ae"], ae["all"]["major_ae"], ae["all"]["procedures"]) == (80, 25, 236)
-    assert (ae["lt4cm"]["major_ae"], ae["lt4cm"]["procedures"]) == (17, 195)
-    assert (ae["ge4cm"]["major_ae"], ae["ge4cm"]["procedures"]) == (8, 41)
-    assert (ae["lt4cm"]["major_pct"], ae["ge4cm"]["major_pct"]) == (8.7, 19.5)
+    major = paper.MAJOR_ADVERSE_EVENTS
+    assert (ae["all"]["any_ae"], ae["all"]["procedures"]) == (
+        paper.ADVERSE_EVENTS.k,
+        paper.ADVERSE_EVENTS.n,
+    )
+    for group, p in major.items():
+        assert (ae[group]["major_ae"], ae[group]["procedures"]) == (p.k, p.n), group
+    assert (ae["lt4cm"]["major_pct"], ae["ge4cm"]["major_pct"]) == (
+        major["lt4cm"].pct,
+        major["ge4cm"].pct,
+    )
 
 
 def test_breakdowns_add_up_to_the_paper_totals(analyst):
     histology = rows(analyst, "ltp_by_histology")
-    assert sum(r["progressed"] for r in histology) == 60
-    assert sum(r["evaluable"] for r in histology) == 258
+    ltp = paper.LOCAL_TUMOR_PROGRESSION["all"]
+    assert sum(r["progressed"] for r in histology) == ltp.k
+    assert sum(r["evaluable"] for r in histology) == ltp.n
     assert len(histology) >= 2
     guidance = rows(analyst, "ae_by_guidance")
-    assert sum(r["any_ae"] for r in guidance) == 80
-    assert sum(r["major_ae"] for r in guidance) == 25
-    assert {r["guidance"] for r in guidance} == {"CT", "MRI", "PET/CT"}
+    assert sum(r["any_ae"] for r in guidance) == paper.ADVERSE_EVENTS.k
+    assert sum(r["major_ae"] for r in guidance) == paper.MAJOR_ADVERSE_EVENTS["all"].k
+    assert {r["guidance"] for r in guidance} == set(paper.GUIDANCE)
     competing = rows(analyst, "ltp_competing_outcomes")
-    assert sum(r["progressed"] for r in competing) == 60
-    assert sum(r["evaluable"] for r in competing) == 258
-    assert sum(r["tumors"] * r["patients"] for r in rows(analyst, "tumors_per_patient")) == 299
+    assert sum(r["progressed"] for r in competing) == ltp.k
+    assert sum(r["evaluable"] for r in competing) == ltp.n
+    per_patient = rows(analyst, "tumors_per_patient")
+    assert sum(r["tumors"] * r["patients"] for r in per_patient) == paper.TUMORS
     steps = rows(analyst, "inclusion_flowchart")
-    assert [s["tumors_remaining"] for s in steps] == [299, 295, 258]
+    remaining = [s["tumors_remaining"] for s in steps]
+    assert remaining == [paper.TUMORS, paper.TECHNICAL_SUCCESS.n, ltp.n]
 
 
 def test_the_analyst_cannot_write(analyst):
@@ -127,7 +133,7 @@ def test_the_analyst_cannot_write(analyst):
 def test_cryoreg_sql_answers_read_only(paper_site):
     query = "select count_if(te_success) as te_success from marts.fct_tumor"
     proc = run_cryoreg("sql", query, cwd=paper_site.base)
-    assert "231" in proc.stdout
+    assert str(paper.TECHNIQUE_EFFICACY["all"].k) in proc.stdout
     refused = run_cryoreg(
         "sql", "create table marts.x as select 1", cwd=paper_site.base, check=False
     )

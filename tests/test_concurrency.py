@@ -21,7 +21,7 @@ import duckdb
 import pytest
 
 from cryoreg.publish import runlock
-from cryoreg.synth import generate as synth
+from cryoreg.synth.nights import extract_dates
 
 from conftest import CRYOREG, run_cryoreg
 
@@ -221,7 +221,7 @@ def temporary_server_port(stdout: str) -> int | None:
 def test_sigterm_stops_a_night_and_leaves_the_published_warehouse(tmp_path):
     base = tmp_path
     run_cryoreg("synth", "registry", "--profile", "paper", "--nights", "2", cwd=base)
-    first, second = synth.extract_dates(2)
+    first, second = extract_dates(2)
     shutil.copytree(base / "registry" / first, base / "extracts" / first)
     run_cryoreg("run", cwd=base)
     warehouse = base / "warehouse" / "cryoreg.duckdb"

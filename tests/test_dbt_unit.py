@@ -14,7 +14,7 @@ import pytest
 
 from cryoreg.config import project_folder
 from cryoreg.ingest import landing
-from cryoreg.synth import generate as synth
+from cryoreg.synth.writing import write_registry
 
 
 def _dbt(*args: str):
@@ -29,7 +29,7 @@ def _dbt(*args: str):
 @pytest.fixture
 def empty_warehouse(tmp_path, monkeypatch):
     extracts = tmp_path / "extracts"
-    synth.write_registry(extracts, profile="paper")
+    write_registry(extracts, profile="paper")
     warehouse = tmp_path / "w.duckdb"
     with duckdb.connect(str(warehouse)) as con:
         landing.ingest(con, extracts, "run-1")

@@ -18,7 +18,10 @@ import duckdb
 import polars as pl
 import pytest
 
-from cryoreg.synth import generate as synth
+from cryoreg.contract import BY_ENTITY
+from cryoreg.synth.cohort import HISTOLOGY_NAMES
+from cryoreg.synth.faults import manifest_path
+from cryoreg.synth.writing import write_registry
 
 from conftest import metric_differences as differences
 from conftest import run_cryoreg
@@ -32,8 +35,8 @@ CANONICAL = {
     ("fct_procedure", "guidance"): {"CT", "MRI", "PET/CT"},
     ("fct_procedure", "anesthesia"): {"general", "moderate", None},
     ("fct_tumor", "origin"): {"primary", "metastasis"},
-    ("fct_tumor", "histology"): set(synth.HISTOLOGY_NAMES),
-    ("fct_tumor", "technical_result"): set(synth.TECH),
+    ("fct_tumor", "histology"): set(HISTOLOGY_NAMES),
+    ("fct_tumor", "technical_result"): set(BY_ENTITY["tumors"].column("technical_result").codes),
     ("dim_patient", "sex"): {"F", "M"},
 }
 
@@ -47,7 +50,7 @@ def runs(tmp_path_factory):
         faulty, clean = base / f"faulty-{rate}", base / f"clean-{rate}"
         faulty.mkdir()
         run_cryoreg("synth", "extracts", "--faults", str(rate), cwd=faulty)
-        synth.write_registry(clean / "extracts", faults=rate, without_faulty=True)
+        write_registry(clean / "extracts", faults=rate, without_faulty=True)
         for kind, folder in (("faulty", faulty), ("clean", clean)):
             run_cryoreg("run", cwd=folder, env={"CRYOREG_QUARANTINE_LIMIT": LIMIT, **SLOW_MACHINE})
             folders[(rate, kind)] = folder
@@ -56,7 +59,7 @@ def runs(tmp_path_factory):
 
 def manifest(folder: Path) -> pl.DataFrame:
     return pl.read_csv(
-        synth.manifest_path(folder / "extracts", "2014-12-31"),
+        manifest_path(folder / "extracts", "2014-12-31"),
         infer_schema_length=0,
         schema_overrides={"line": pl.Int64, "quarantined": pl.Boolean},
     )
@@ -124,7 +127,7 @@ def test_accepted_defects_load_normalised(runs, rate):
     with store(folder) as con:
         for file, line, row_id in accepted.select("file", "line", "id").iter_rows():
             entity = file.split("/")[1].removesuffix(".csv")
-            key = synth.ID_COLUMN[entity]
+            key = BY_ENTITY[entity].id_column
             hit = con.execute(
                 f"select {key} from raw.{entity} where _source_file = ? and _source_line = ?",
                 [file, line],
@@ -134,8 +137,9 @@ def test_accepted_defects_load_normalised(runs, rate):
             values = {v for (v,) in con.execute(f"select distinct {column} from marts.{table}")
                       .fetchall()}  # fmt: skip
             assert values <= allowed, (table, column, values - allowed)
-        for table, column in (("modality", {"CT", "MRI", "PET/CT", "US"}),
-                              ("finding", set(synth.FINDINGS))):  # fmt: skip
+        imaging = BY_ENTITY["imaging"]
+        for table, column in (("modality", set(imaging.column("modality").codes)),
+                              ("finding", set(imaging.column("finding").codes))):  # fmt: skip
             values = {
                 v
                 for (v,) in con.execute(

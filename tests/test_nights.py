@@ -19,7 +19,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from cryoreg.synth import generate as synth
+from cryoreg.synth.faults import manifest_path
+from cryoreg.synth.nights import extract_dates
 
 from conftest import metric_differences as differences
 from conftest import run_cryoreg, write_extract
@@ -38,7 +39,7 @@ def loads(tmp_path_factory):
     base = tmp_path_factory.mktemp("nights")
     run_cryoreg("synth", "registry", "--nights", str(NIGHTS), "--faults", "0.01", cwd=base)
     registry = base / "registry"  # also holds _manifest/, which ingest must pass over
-    folders = synth.extract_dates(NIGHTS)
+    folders = extract_dates(NIGHTS)
     once = base / "once"
     once.mkdir()
     run_cryoreg("run", "--extracts", str(registry), cwd=once, env=ENV)
@@ -157,7 +158,7 @@ def _corrections(once: Path) -> tuple[str, str, dict[str, str]]:
 def test_a_deleted_tumor_and_a_corrected_procedure_date_reach_the_marts(loads, tmp_path):
     """The incremental path: night 4 on the nightly warehouse == all four nights at once."""
     tumor, procedure, files = _corrections(loads["once"])
-    night4 = (date.fromisoformat(synth.extract_dates(NIGHTS)[-1]) + timedelta(days=1)).isoformat()
+    night4 = (date.fromisoformat(extract_dates(NIGHTS)[-1]) + timedelta(days=1)).isoformat()
     nightly = tmp_path / "nightly"
     shutil.copytree(loads["nightly"], nightly)
     registry = tmp_path / "registry"
@@ -186,11 +187,11 @@ def test_same_rows_quarantined_as_the_manifest_says(loads):
     assert nightly == once and len(nightly) == len(set(nightly))
     expected = pl.concat(
         pl.read_csv(
-            synth.manifest_path(loads["registry"], name),
+            manifest_path(loads["registry"], name),
             infer_schema_length=0,
             schema_overrides={"line": pl.Int64, "quarantined": pl.Boolean},
         )
-        for name in synth.extract_dates(NIGHTS)
+        for name in extract_dates(NIGHTS)
     ).filter(pl.col("quarantined"))
     assert nightly == sorted(
         expected.select("extract", "file", "line", "id", "expected_reason").iter_rows()
@@ -199,7 +200,7 @@ def test_same_rows_quarantined_as_the_manifest_says(loads):
 
 
 def test_each_run_loaded_only_its_new_folder(loads):
-    names = synth.extract_dates(NIGHTS)
+    names = extract_dates(NIGHTS)
     log = query(warehouse(loads["nightly"]), "select extract, run_id from audit.load_log")
     assert sorted(e for e, _ in log) == names and len({r for _, r in log}) == NIGHTS
     for j, m in enumerate(loads["per_night"]):
@@ -233,7 +234,7 @@ def test_rerunning_the_last_night_is_a_no_op(loads, tmp_path):
 def test_a_loaded_folder_that_changed_is_an_error(loads):
     nightly = loads["nightly"]
     published = warehouse(nightly).read_bytes()
-    changed = nightly / "extracts" / synth.extract_dates(NIGHTS)[1] / "imaging.csv"
+    changed = nightly / "extracts" / extract_dates(NIGHTS)[1] / "imaging.csv"
     text = changed.read_text()
     changed.write_text(text.replace(",CT,", ",MRI,", 1))
     assert changed.read_text() != text

@@ -12,6 +12,8 @@ import json
 import duckdb
 import pytest
 
+from cryoreg import paper as figures
+
 from conftest import run_cryoreg
 
 pytestmark = pytest.mark.xdist_group("paper")
@@ -27,57 +29,71 @@ def kn(p: dict) -> tuple[int, int]:
     return p["k"], p["n"]
 
 
+def below(printed: str) -> float:
+    """The bound of a p-value the paper prints as '< x'."""
+    return float(printed.removeprefix("<").strip())
+
+
 def test_cohort(paper):
     c = paper[1]["cohort"]
-    assert (c["patients"], c["women"]) == (186, 95)
-    assert round(c["age_years"]["mean"], 1) == 60.9
-    assert (c["age_years"]["min"], c["age_years"]["max"]) == (29, 88)
-    assert c["procedures"] == 236
-    assert c["guidance"] == {"CT": 126, "MRI": 100, "PET/CT": 10}
-    assert (c["tumors"], c["metastases"], c["primary"]) == (299, 243, 56)
+    assert (c["patients"], c["women"]) == (figures.PATIENTS, figures.WOMEN)
+    assert round(c["age_years"]["mean"], 1) == figures.AGE_MEAN
+    assert (c["age_years"]["min"], c["age_years"]["max"]) == (figures.AGE_MIN, figures.AGE_MAX)
+    assert c["procedures"] == figures.PROCEDURES
+    assert c["guidance"] == figures.GUIDANCE
+    assert (c["tumors"], c["metastases"], c["primary"]) == (
+        figures.TUMORS,
+        figures.METASTASES,
+        figures.PRIMARY,
+    )
     d = c["diameter_cm"]
-    assert [round(d[k], 1) for k in ("mean", "median", "min", "max")] == [2.5, 2.2, 0.3, 7.8]
+    assert [round(d[k], 1) for k in ("mean", "median", "min", "max")] == [
+        figures.DIAMETER_CM_MEAN,
+        figures.DIAMETER_CM_MEDIAN,
+        figures.DIAMETER_CM_MIN,
+        figures.DIAMETER_CM_MAX,
+    ]
     f = c["follow_up_years"]
-    assert round(f["mean"], 1) == 2.5
-    assert round(f["min"] * 12) == 2  # 2 months
-    assert round(f["max"], 1) == 14.6
+    assert round(f["mean"], 1) == figures.FOLLOW_UP_YEARS_MEAN
+    assert round(f["min"] * 12) == figures.FOLLOW_UP_MONTHS_MIN
+    assert round(f["max"], 1) == figures.FOLLOW_UP_YEARS_MAX
 
 
 def test_technical_success_and_efficacy(paper):
     m = paper[1]
-    assert kn(m["technical_success"]["all"]) == (279, 295)
+    ts = figures.TECHNICAL_SUCCESS
+    assert kn(m["technical_success"]["all"]) == (ts.k, ts.n)
     te = m["technique_efficacy"]
-    assert kn(te["all"]) == (231, 258)
-    assert kn(te["lt4cm"]) == (213, 228)
-    assert kn(te["ge4cm"]) == (18, 30)
-    assert te["p_chi2"] < 0.0001
-    assert round(te["all"]["pct"], 1) == 89.5
+    for group, p in figures.TECHNIQUE_EFFICACY.items():
+        assert kn(te[group]) == (p.k, p.n), group
+    assert te["p_chi2"] < below(figures.TECHNIQUE_EFFICACY_P)
+    assert round(te["all"]["pct"], 1) == figures.TECHNIQUE_EFFICACY["all"].pct
 
 
 def test_local_tumor_progression(paper):
     ltp = paper[1]["local_tumor_progression"]
-    assert kn(ltp["all"]) == (60, 258)
-    assert kn(ltp["lt4cm"]) == (41, 228)
-    assert kn(ltp["ge4cm"]) == (19, 30)
-    assert ltp["p_chi2"] < 0.0001
+    for group, p in figures.LOCAL_TUMOR_PROGRESSION.items():
+        assert kn(ltp[group]) == (p.k, p.n), group
+    assert ltp["p_chi2"] < below(figures.LOCAL_TUMOR_PROGRESSION_P)
 
 
 def test_adverse_events(paper):
     ae = paper[1]["adverse_events"]
-    assert kn(ae["any"]) == (80, 236)
-    assert kn(ae["major"]) == (25, 236)
-    assert kn(ae["major_lt4cm"]) == (17, 195)
-    assert kn(ae["major_ge4cm"]) == (8, 41)
-    assert round(ae["p_chi2"], 2) == 0.04
-    assert round(ae["p_fisher"], 3) == 0.052
-    assert round(ae["major"]["pct"], 1) == 10.6
+    major = figures.MAJOR_ADVERSE_EVENTS
+    assert kn(ae["any"]) == (figures.ADVERSE_EVENTS.k, figures.ADVERSE_EVENTS.n)
+    assert kn(ae["major"]) == (major["all"].k, major["all"].n)
+    assert kn(ae["major_lt4cm"]) == (major["lt4cm"].k, major["lt4cm"].n)
+    assert kn(ae["major_ge4cm"]) == (major["ge4cm"].k, major["ge4cm"].n)
+    assert round(ae["p_chi2"], 2) == figures.MAJOR_ADVERSE_EVENTS_P
+    assert round(ae["p_fisher"], 3) == 0.052  # not in the paper (figures.NOTES["ae_p"])
+    assert round(ae["major"]["pct"], 1) == major["all"].pct
 
 
 def test_survival_block_is_complete(paper):
     s = paper[1]["ltp_free_survival"]
-    assert (s["all"]["n"], s["lt4cm"]["n"], s["ge4cm"]["n"]) == (258, 228, 30)
-    assert (s["all"]["events"], s["lt4cm"]["events"], s["ge4cm"]["events"]) == (60, 41, 19)
-    assert s["logrank_p"] < 0.0001
+    for group, p in figures.LOCAL_TUMOR_PROGRESSION.items():
+        assert (s[group]["n"], s[group]["events"]) == (p.n, p.k), group
+    assert s["logrank_p"] < 0.0001  # the paper prints no log-rank test
     for group in ("all", "lt4cm", "ge4cm"):
         for year in ("1", "2", "3", "5"):
             point = s[group]["at_years"][year]
@@ -103,7 +119,8 @@ def test_run_block_traces_the_inputs(paper):
 
 def test_summary_and_outputs(paper):
     base, _, stdout = paper
-    assert "technique efficacy     231/258" in stdout
+    te = figures.TECHNIQUE_EFFICACY["all"]
+    assert f"technique efficacy     {te.k}/{te.n}" in stdout
     assert (base / "out" / "report.html").stat().st_size > 10_000
     report = (base / "out" / "report.html").read_text()
     assert "Status: <strong>passed</strong>" in report

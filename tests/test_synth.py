@@ -6,18 +6,38 @@ The paper's outcome figures are checked end to end through the pipeline (test_pa
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pytest
 
 from cryoreg import contract as registry
-from cryoreg.synth import generate as synth
+from cryoreg import paper as figures
+from cryoreg.synth.cohort import (
+    CELL_CLASS,
+    CELL_COUNT,
+    CELL_GROUP,
+    CELL_TECH,
+    CLEAN,
+    FAIL,
+    FOLLOW_UP_MAX_DAYS,
+    LTP,
+    NA,
+    NE,
+    OK,
+    PROCS_PER_PATIENT,
+    TUMORS_PER_PROC,
+)
+from cryoreg.synth.faults import (
+    MANIFEST_COLUMNS,
+    MANIFEST_DIR,
+    OUT_OF_RANGE,
+    WRONG_CODES,
+    manifest_path,
+)
+from cryoreg.synth.writing import write_registry
 
+# file name -> header of a full load: the contract's columns but record_status (deltas only)
 CONTRACT = {
-    "patients.csv": "patient_mrn,patient_name,sex,birth_date,death_date,last_contact_date",
-    "procedures.csv": "procedure_id,patient_mrn,procedure_date,guidance,anesthesia,probe_count",
-    "tumors.csv": "tumor_id,procedure_id,origin,histology,liver_segment,diameter_mm,"
-    "technical_result",
-    "imaging.csv": "imaging_id,tumor_id,imaging_date,modality,finding",
-    "adverse_events.csv": "event_id,procedure_id,onset_date,ctcae_grade,description",
+    f.file_name: ",".join(c for c in f.column_names if c != "record_status") for f in registry.FILES
 }
 
 
@@ -27,13 +47,13 @@ def _files(folder):
 
 @pytest.fixture(scope="module")
 def paper(tmp_path_factory):
-    (folder,) = synth.write_registry(tmp_path_factory.mktemp("paper"))
+    (folder,) = write_registry(tmp_path_factory.mktemp("paper"))
     return folder
 
 
 @pytest.fixture(scope="module")
 def scale(tmp_path_factory):
-    (folder,) = synth.write_registry(
+    (folder,) = write_registry(
         tmp_path_factory.mktemp("scale"), profile="scale", patients=2_000, chunk_patients=500
     )
     return folder
@@ -45,18 +65,18 @@ def test_paper_folder_is_the_extract_date(paper):
 
 
 def test_same_seed_same_bytes(paper, tmp_path):
-    (again,) = synth.write_registry(tmp_path / "again")
+    (again,) = write_registry(tmp_path / "again")
     assert _files(again) == _files(paper)
 
 
 def test_other_seed_other_bytes(paper, tmp_path):
-    (other,) = synth.write_registry(tmp_path / "other", seed=7)
+    (other,) = write_registry(tmp_path / "other", seed=7)
     theirs, ours = _files(other), _files(paper)
     assert all(theirs[name] != ours[name] for name in CONTRACT)
 
 
 def test_scale_same_seed_same_bytes(scale, tmp_path):
-    (again,) = synth.write_registry(
+    (again,) = write_registry(
         tmp_path / "again", profile="scale", patients=2_000, chunk_patients=500
     )
     assert _files(again) == _files(scale)
@@ -71,23 +91,54 @@ def test_headers_are_the_contract_columns(profile, paper, scale):
         assert text.count(header.split(",")[0] + ",") == 1  # one header row, even when appended
 
 
-def test_columns_match_the_ingest_declaration():
+@pytest.mark.parametrize("profile", ["paper", "scale"])
+def test_every_value_keeps_the_contract(profile, paper, scale):
+    """Codes, ranges, required values, dates and same-row date order, as ingest checks them."""
+    con = _views(paper if profile == "paper" else scale, all_varchar=True)
     for file in registry.FILES:
-        declared = tuple(c.name for c in file.columns if c.name != "record_status")
-        assert declared == synth.COLUMNS[file.entity]
-        assert ",".join(declared) == CONTRACT[file.file_name]
+        table = file.entity
+        for c in file.columns:
+            if c.name == "record_status":
+                continue
+            value = f"trim({c.name})"
+            bad = {
+                "date": f"try_strptime({value}, '%Y-%m-%d') is null",
+                "integer": f"try_cast({value} as integer) is null",
+                "number": f"try_cast({value} as double) is null",
+                "code": f"{value} not in ({', '.join(repr(code) for code in c.codes)})",
+                "text": "false",
+            }[c.kind]
+            if c.low is not None:
+                bad += f" or try_cast({value} as double) not between {c.low} and {c.high}"
+            if c.not_before:
+                bad += f" or {value} < trim({c.not_before})"
+            missing = f"{c.name} is null" if c.required else "false"
+            where = f"({c.name} is not null and ({bad})) or {missing}"
+            assert _count(con, f"select count(*) from {table} where {where}") == 0, (table, c.name)
+
+
+def test_defects_break_the_rule_they_are_named_for():
+    """Wrong codes are no codes of the contract, out-of-range values fall outside its range."""
+    for column, wrong in WRONG_CODES.items():
+        (codes,) = {f.column(column).codes for f in registry.FILES if column in f.column_names}
+        assert codes and not {w.casefold() for w in wrong} & {c.casefold() for c in codes}
+    for column, draws in OUT_OF_RANGE.items():
+        (c,) = {f.column(column) for f in registry.FILES if column in f.column_names}
+        for low, high in draws:  # integers in [low, high)
+            assert high - 1 < c.low or low > c.high, (column, low, high)
 
 
 def _count(con, sql: str) -> int:
     return con.execute(sql).fetchone()[0]
 
 
-def _views(folder):
+def _views(folder, all_varchar=False):
     con = duckdb.connect()
     for name in CONTRACT:
         table = name.removesuffix(".csv")
         con.execute(
-            f"create view {table} as select * from read_csv('{folder / name}', header = true)"
+            f"create view {table} as select * from read_csv('{folder / name}', header = true, "
+            f"all_varchar = {all_varchar})"
         )
     return con
 
@@ -141,9 +192,32 @@ def test_dates_are_ordered_and_within_the_extract(profile, paper, scale):
 
 def test_paper_row_counts(paper):
     con = _views(paper)
-    counts = [_count(con, f"select count(*) from {t}") for t in ("patients", "procedures")]
-    assert counts == [186, 236]
-    assert _count(con, "select count(*) from tumors") == 299
+    counts = [
+        _count(con, f"select count(*) from {t}") for t in ("patients", "procedures", "tumors")
+    ]
+    assert counts == [figures.PATIENTS, figures.PROCEDURES, figures.TUMORS]
+
+
+def test_the_plan_adds_up_to_the_paper():
+    """The paper profile's own splits (procedures per patient, tumor outcome cells) give the
+    paper's printed totals, so that the pipeline can reproduce them."""
+    per_patient, per_procedure = np.array(PROCS_PER_PATIENT), np.array(TUMORS_PER_PROC)
+    assert per_patient.sum() == figures.PATIENTS
+    assert (per_patient * np.arange(1, 5)).sum() == per_procedure.sum() == figures.PROCEDURES
+    assert (per_procedure * np.arange(1, 5)).sum() == CELL_COUNT.sum() == figures.TUMORS
+    assert CELL_COUNT[CELL_GROUP == 1].sum() == figures.MAJOR_ADVERSE_EVENTS["ge4cm"].n
+    for g, group in enumerate(("lt4cm", "ge4cm")):
+        cells = g == CELL_GROUP
+        evaluable = CELL_COUNT[cells & (CELL_CLASS != NE)].sum()
+        success = CELL_COUNT[cells & np.isin(CELL_CLASS, (LTP, CLEAN))].sum()
+        progressed = CELL_COUNT[cells & np.isin(CELL_CLASS, (FAIL, LTP))].sum()
+        te, ltp = figures.TECHNIQUE_EFFICACY[group], figures.LOCAL_TUMOR_PROGRESSION[group]
+        assert (success, evaluable) == (te.k, te.n), group
+        assert (progressed, evaluable) == (ltp.k, ltp.n), group
+    assessed = CELL_COUNT[CELL_TECH != NA].sum()
+    complete = CELL_COUNT[CELL_TECH == OK].sum()
+    assert (complete, assessed) == (figures.TECHNICAL_SUCCESS.k, figures.TECHNICAL_SUCCESS.n)
+    assert round(FOLLOW_UP_MAX_DAYS / 365.25, 1) == figures.FOLLOW_UP_YEARS_MAX
 
 
 def test_scale_row_counts_are_plausible(scale):
@@ -156,23 +230,22 @@ def test_scale_row_counts_are_plausible(scale):
     assert 1.15 * procedures < tumors < 1.45 * procedures
     assert 3 * tumors < imaging < 10 * tumors
     assert 0.3 * procedures < events < 0.7 * procedures
-    grades = {
-        g for (g,) in con.execute("select distinct ctcae_grade from adverse_events").fetchall()
-    }
-    assert grades <= {1, 2, 3, 4, 5}
-    codes = [
-        _count(con, f"select count(distinct {column}) from {table}")
+    used = {  # every code of the contract turns up in a registry this size
+        (table, column): _count(con, f"select count(distinct {column}) from {table}")
         for table, column in (
             ("procedures", "guidance"),
             ("tumors", "origin"),
+            ("tumors", "technical_result"),
+            ("imaging", "modality"),
             ("imaging", "finding"),
         )
-    ]
-    assert codes == [3, 2, 4]
+    }
+    for (table, column), n in used.items():
+        assert n == len(registry.BY_ENTITY[table].column(column).codes), (table, column)
 
 
 def test_scale_chunks_continue_ids(tmp_path):
-    (one,) = synth.write_registry(tmp_path / "one", profile="scale", patients=30, chunk_patients=7)
+    (one,) = write_registry(tmp_path / "one", profile="scale", patients=30, chunk_patients=7)
     con = _views(one)
     assert _count(con, "select count(distinct patient_mrn) from patients") == 30
     first_ids = con.execute("select min(procedure_id) from procedures").fetchone()[0]
@@ -191,7 +264,7 @@ def test_scale_chunks_continue_ids(tmp_path):
 )
 def test_bad_arguments_write_nothing(kwargs, tmp_path):
     with pytest.raises(ValueError):
-        synth.write_registry(tmp_path / "out", **kwargs)
+        write_registry(tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
 
 
@@ -222,7 +295,7 @@ def _final_state(folders, name):
 
 @pytest.fixture(scope="module")
 def three_nights(tmp_path_factory):
-    return synth.write_registry(tmp_path_factory.mktemp("nights"), nights=3)
+    return write_registry(tmp_path_factory.mktemp("nights"), nights=3)
 
 
 def test_nights_are_consecutive_days(three_nights):
@@ -267,17 +340,15 @@ def test_deltas_hold_new_corrected_and_deleted_rows(paper, three_nights):
 
 
 def test_nights_same_seed_same_bytes(three_nights, tmp_path):
-    again = synth.write_registry(tmp_path / "again", nights=3)
+    again = write_registry(tmp_path / "again", nights=3)
     assert [_files(a) for a in again] == [_files(f) for f in three_nights]
 
 
 def test_scale_nights_final_state(tmp_path):
     import polars as pl
 
-    (one,) = synth.write_registry(
-        tmp_path / "one", profile="scale", patients=300, chunk_patients=120
-    )
-    folders = synth.write_registry(
+    (one,) = write_registry(tmp_path / "one", profile="scale", patients=300, chunk_patients=120)
+    folders = write_registry(
         tmp_path / "k", profile="scale", patients=300, chunk_patients=120, nights=4
     )
     assert len(folders) == 4
@@ -291,23 +362,23 @@ def test_scale_nights_final_state(tmp_path):
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
     root = tmp_path_factory.mktemp("faulty")
-    (folder,) = synth.write_registry(root, faults=0.05)
+    (folder,) = write_registry(root, faults=0.05)
     return root, folder
 
 
 def _manifest(root, extract="2014-12-31"):
     import polars as pl
 
-    return pl.read_csv(synth.manifest_path(root, extract), infer_schema_length=0)
+    return pl.read_csv(manifest_path(root, extract), infer_schema_length=0)
 
 
 def test_manifest_sits_beside_the_extract(faulty):
     root, folder = faulty
-    path = synth.manifest_path(root, folder.name)
+    path = manifest_path(root, folder.name)
     assert path.is_file() and path.parent.parent == folder.parent
     assert not ingest_folder_pattern().match(path.parent.name)
     assert sorted(p.name for p in folder.iterdir()) == sorted(CONTRACT)
-    assert _manifest(root).columns == list(synth.MANIFEST_COLUMNS)
+    assert _manifest(root).columns == list(MANIFEST_COLUMNS)
 
 
 def ingest_folder_pattern():
@@ -370,17 +441,17 @@ def test_bom_and_reordered_columns(faulty):
 
 def test_faults_same_seed_same_bytes(faulty, tmp_path):
     root, folder = faulty
-    (again,) = synth.write_registry(tmp_path, faults=0.05)
+    (again,) = write_registry(tmp_path, faults=0.05)
     assert _files(again) == _files(folder)
     assert (
-        synth.manifest_path(tmp_path, again.name).read_bytes()
-        == synth.manifest_path(root, folder.name).read_bytes()
+        manifest_path(tmp_path, again.name).read_bytes()
+        == manifest_path(root, folder.name).read_bytes()
     )
 
 
 def test_without_faulty_is_the_clean_registry_minus_quarantined_ids(faulty, paper, tmp_path):
-    (clean,) = synth.write_registry(tmp_path, faults=0.05, without_faulty=True)
-    assert not (tmp_path / synth.MANIFEST_DIR).exists()
+    (clean,) = write_registry(tmp_path, faults=0.05, without_faulty=True)
+    assert not (tmp_path / MANIFEST_DIR).exists()
     con = _views(clean)
     full = _views(paper)
     m = _manifest(faulty[0])
@@ -401,7 +472,7 @@ def test_without_faulty_is_the_clean_registry_minus_quarantined_ids(faulty, pape
 
 
 def test_nights_and_faults_combine(tmp_path):
-    folders = synth.write_registry(tmp_path, nights=3, faults=0.02)
+    folders = write_registry(tmp_path, nights=3, faults=0.02)
     for folder in folders:
         m = _manifest(tmp_path, folder.name)
         assert set(m["extract"]) == {folder.name}
@@ -411,7 +482,7 @@ def test_nights_and_faults_combine(tmp_path):
 @pytest.mark.parametrize("kwargs", [{"faults": -0.1}, {"faults": 0.9}, {"nights": 0}])
 def test_bad_fault_or_night_arguments_write_nothing(kwargs, tmp_path):
     with pytest.raises(ValueError):
-        synth.write_registry(tmp_path / "out", **kwargs)
+        write_registry(tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
 
 

@@ -127,11 +127,12 @@ def synth(
         ),
     ] = 1,
 ) -> int:
-    from cryoreg.synth import generate
+    from cryoreg.synth.faults import MAX_FAULT_RATE, manifest_path
+    from cryoreg.synth.writing import write_registry
 
-    if not 0.0 <= faults <= generate.MAX_FAULT_RATE:
+    if not 0.0 <= faults <= MAX_FAULT_RATE:
         raise config.ConfigurationError(
-            f"--faults is a share of rows between 0 and {generate.MAX_FAULT_RATE}"
+            f"--faults is a share of rows between 0 and {MAX_FAULT_RATE}"
         )
     if nights < 1:
         raise config.ConfigurationError("--nights must be at least 1")
@@ -139,13 +140,13 @@ def synth(
         raise config.ConfigurationError("--profile scale needs --patients N")
     if profile == "paper" and patients:
         raise config.ConfigurationError("--patients applies to --profile scale only")
-    folders = generate.write_registry(
+    folders = write_registry(
         out_root, profile=profile, patients=patients, seed=seed, faults=faults, nights=nights
     )
     for folder in folders:
         print(f"wrote {folder}")
         if faults:
-            print(f"  defects: {generate.manifest_path(out_root, folder.name)}")
+            print(f"  defects: {manifest_path(out_root, folder.name)}")
     return 0
 
 
