@@ -180,9 +180,9 @@ def report_stage(results: analysis.Results, metrics: dict, staged_out: Path, nig
     return report.write_report(results, staged_out, run=metrics.get("run"), night=kept)
 
 
-@task(name="history", cache_policy=NO_CACHE)
+@task(name="nights and trends", cache_policy=NO_CACHE)
 @detached
-def history_pages_stage(candidate: Path, night: dict, staged_out: Path, out: Path) -> None:
+def nights_stage(candidate: Path, night: dict, staged_out: Path, out: Path) -> None:
     """Add the night to the history in the file analysts will read (audit.night_metrics), keep
     its outputs under nights/, and write the nights index and the trend page from that history."""
     with connect(candidate) as con:
@@ -326,7 +326,7 @@ def _night(
         metrics = analysis.metrics_json(results, run)
         night = trends.night_row(metrics, started, datetime.now(UTC))
         report_stage(results, metrics, staged_out, night)
-        history_pages_stage(candidate, night, staged_out, paths.out)
+        nights_stage(candidate, night, staged_out, paths.out)
         published = publish_stage(paths, candidate, staged_out, run_id, night)
         history_stage(paths.store, key)
         artifacts.publish_run_artifacts(metrics, paths.out)
