@@ -1,5 +1,5 @@
-"""What people see, in a real browser: the report, the Data Docs and the dbt lineage site in
-headless Chromium.
+"""What people see, in a real browser: the report, the trend page, the nights index, the Data
+Docs and the dbt lineage site in headless Chromium.
 
 Playwright drives the system's Chromium (`executable_path`), so no browser download is needed.
 Every host name but 127.0.0.1 fails to resolve, so the pages are checked to work offline.
@@ -193,6 +193,40 @@ def test_data_docs_open_from_the_report_and_render_offline(outputs, page, seen, 
         assert navbar.evaluate("el => getComputedStyle(el).display") == "flex", link
     page.goto(links[0])
     page.get_by_text("Failed Only").click()  # GE's filter buttons: inert, never an error
+    assert seen.errors == []
+    _assert_offline(seen)
+
+
+def test_trends_and_nights_open_from_the_report_and_link_back(outputs, page, seen, tmp_path):
+    """The report links the trend page (chart and tables drawn) and the nights index, which
+    links the night's kept report; each page leads back."""
+    out = outputs / "out"
+    page.goto((out / "report.html").as_uri())
+    page.click("text=Trends across nights")
+    page.wait_for_load_state()
+    assert page.url == (out / "trends.html").as_uri()
+    page.screenshot(path=tmp_path / "trends.png", full_page=True)
+    assert _assert_visible(page, "#trend-figure", min_children=50) == "svg"
+    assert page.locator("#trend-figure #trend-figure-trend-te use").count() == 1  # one night
+    for selector in ("#trend-table", "#check-table"):
+        _assert_visible(page, selector, min_children=5, min_px=40)
+    page.click("#to-nights")
+    page.wait_for_load_state()
+    assert page.url == (out / "nights" / "index.html").as_uri()
+    page.screenshot(path=tmp_path / "nights.png", full_page=True)
+    _assert_visible(page, "#nights-table", min_children=5, min_px=40)
+    rows = page.locator("#nights-table tbody tr")
+    assert rows.count() == 1
+    rows.first.locator("a").click()  # the night's own report, as published
+    page.wait_for_load_state()
+    assert page.url.endswith("/report.html") and "/nights/" in page.url
+    _assert_visible(page, "#km-figure", min_children=50)
+    page.click("text=Trends across nights")
+    page.wait_for_load_state()
+    assert page.url == (out / "trends.html").as_uri()
+    page.click("#to-report")
+    page.wait_for_load_state()
+    assert page.url == (out / "report.html").as_uri()
     assert seen.errors == []
     _assert_offline(seen)
 

@@ -22,6 +22,7 @@ from cryoreg.publish import warehouse as publish
 from cryoreg.quality import accounting, expectations, marts, steward_page
 from cryoreg.quality import checks as quality
 from cryoreg.report import html as report
+from cryoreg.report import nights, trends
 from cryoreg.transform import dbt as transform
 
 # What the stages import on first use, in stage order: `cryoreg run` imports them while
@@ -170,23 +171,40 @@ def analyze_stage(candidate: Path) -> analysis.Results:
 
 @task(name="report", cache_policy=NO_CACHE)
 @detached
-def report_stage(results: analysis.Results, metrics: dict, staged_out: Path) -> Path:
+def report_stage(results: analysis.Results, metrics: dict, staged_out: Path, night: dict) -> Path:
     """Write metrics.json and report.html into the run's staging folder (from the results and
-    the run block: nothing is read from the warehouse)."""
+    the run block: nothing is read from the warehouse), and the night's kept report."""
     analysis.write_metrics(metrics, staged_out / "metrics.json")
-    return report.write_report(results, staged_out, run=metrics.get("run"))
+    kept = nights.night_dir(staged_out, night)
+    return report.write_report(results, staged_out, run=metrics.get("run"), night=kept)
+
+
+@task(name="nights and trends", cache_policy=NO_CACHE)
+@detached
+def nights_stage(candidate: Path, night: dict, staged_out: Path, out: Path) -> None:
+    """Add the night to the history in the file analysts will read (audit.night_metrics), keep
+    its outputs under nights/, and write the nights index and the trend page from that history."""
+    with connect(candidate) as con:
+        trends.append(con, night)
+        trends.write_page(con, staged_out)
+        history = trends.history(con)
+    nights.keep_night(staged_out, night)
+    nights.write_index(history, out, staged_out)
 
 
 @task(name="publish", cache_policy=NO_CACHE, **RETRY)
 @detached
 def publish_stage(
-    paths: config.RunPaths, candidate: Path, staged_out: Path, run_id: str
+    paths: config.RunPaths, candidate: Path, staged_out: Path, run_id: str, night: dict
 ) -> list[Path]:
     """Atomically replace the published warehouse, move the outputs into place, and count
-    the night's ledger rows from now on."""
+    the night's ledger rows (and its outcomes in the history) from now on."""
     published = publish.publish(paths, candidate, staged_out)
     with publish.open_store(paths) as con:
+        con.execute("begin")
+        trends.append(con, night)
         ledger.record_event(con, run_id, "published")
+        con.execute("commit")
     return published
 
 
@@ -275,6 +293,8 @@ def _night(
         dbt_summary = transform_stage(paths.store, key, full_refresh)
         staged_out.mkdir(parents=True)
         data_quality = quality_stage(paths, run_id, landed, dbt_summary, staged_out)
+        with publish.open_store(paths) as con:
+            trends.ensure_table(con)  # the history's table, published even before a first row
         publish.build_candidate(paths, run_id)
         results = analyze_stage(candidate)
         run = run_block(landed, run_id, started)
@@ -288,8 +308,10 @@ def _night(
             "slowest_nodes": slowest_nodes(dbt_summary.results),
         }
         metrics = analysis.metrics_json(results, run)
-        report_stage(results, metrics, staged_out)
-        published = publish_stage(paths, candidate, staged_out, run_id)
+        night = trends.night_row(metrics, started, datetime.now(UTC))
+        report_stage(results, metrics, staged_out, night)
+        nights_stage(candidate, night, staged_out, paths.out)
+        published = publish_stage(paths, candidate, staged_out, run_id, night)
         history_stage(paths.store, key)
         artifacts.publish_run_artifacts(metrics, paths.out)
     except BaseException:

@@ -28,7 +28,10 @@ PUBLISHED_TABLES = (
     ("audit", "check_results", "check_results"),
     ("audit", "file_accounting", "file_accounting"),
     ("audit", "load_log", "load_log"),
+    ("audit", "night_metrics", "night_metrics"),
 )
+# the folder of out/ that keeps every night's outputs: a night adds to it, never replaces it
+NIGHTS = "nights"
 
 
 def open_store(paths: RunPaths) -> duckdb.DuckDBPyConnection:
@@ -81,17 +84,30 @@ def build_candidate(paths: RunPaths, run_id: str) -> Path:
 
 
 def publish(paths: RunPaths, candidate: Path, staged_out: Path) -> list[Path]:
-    """Swap in the new warehouse, then move the run's outputs into OUT; returns their paths."""
+    """Swap in the new warehouse, then move the run's outputs into OUT; returns their paths.
+
+    The outputs replace the last night's, except nights/: the night's own folder is added to it
+    (before the index that links it), and the earlier nights' stay."""
     os.replace(candidate, paths.warehouse)
     published = []
     for item in sorted(staged_out.iterdir()):
-        target = paths.out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
-        published.append(target)
+        if item.name != NIGHTS:
+            published.append(_replace(item, paths.out / item.name))
+            continue
+        history = paths.out / NIGHTS
+        history.mkdir(exist_ok=True)
+        for kept in sorted(item.iterdir(), key=lambda p: p.name == "index.html"):
+            published.append(_replace(kept, history / kept.name))
+        item.rmdir()
     staged_out.rmdir()
     return published
+
+
+def _replace(item: Path, target: Path) -> Path:
+    if target.is_dir():
+        shutil.rmtree(target)
+    os.replace(item, target)
+    return target
 
 
 def discard(candidate: Path) -> None:

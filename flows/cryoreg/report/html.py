@@ -296,10 +296,12 @@ def render(
     run: dict | None = None,
     figures_html: dict[str, Markup | None] | None = None,
     data_docs: bool = False,
+    home: str | None = None,
 ) -> str:
     """The page. `run` is the flow's run block (extracts, files, dbt, data_quality); the
     figures are inline SVG by name (km, flow, os, cif), placeholders where absent; `data_docs`
-    links the night's Data Docs."""
+    links the night's Data Docs; `home`, the way up to out/, links the trend page and the
+    nights index (a nightly report only)."""
     files, totals = _files(run)
     status = (run or {}).get("data_quality")
     return (
@@ -329,6 +331,7 @@ def render(
             status=status,
             check_counts=check_counts(status.get("kinds") or {}) if status else "",
             data_docs=data_docs,
+            home=home,
         )
     )
 
@@ -340,8 +343,11 @@ def flowchart_svg(results: Results) -> str | None:
     return _environment().get_template("flowchart.svg").render(**layout, source=ATTRITION_SOURCE)
 
 
-def write_report(results: Results, out_dir: Path, run: dict | None = None) -> Path:
-    """Write out_dir/report.html (self-contained) and its figures as .svg beside it."""
+def write_report(
+    results: Results, out_dir: Path, run: dict | None = None, night: Path | None = None
+) -> Path:
+    """Write out_dir/report.html (self-contained) and its figures as .svg beside it; with
+    `night` (out_dir/nights/<night>), also the night's kept copy, whose links lead up to out/."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     drawn = {
@@ -376,7 +382,12 @@ def write_report(results: Results, out_dir: Path, run: dict | None = None) -> Pa
         if svg:
             (out_dir / file).write_text(figures.standalone(svg))
             inline[name] = figures.inline(svg, element_id, label)
-    page = render(results, run, inline, (out_dir / "data_docs" / "index.html").exists())
+    data_docs = (out_dir / "data_docs" / "index.html").exists()
+    if night is not None:
+        night.mkdir(parents=True, exist_ok=True)
+        page = render(results, run, inline, data_docs, home="../../")
+        (night / "report.html").write_text(page, encoding="utf-8")
     path = out_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
+    home = "" if night is not None else None
+    path.write_text(render(results, run, inline, data_docs, home), encoding="utf-8")
     return path
