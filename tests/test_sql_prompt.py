@@ -99,16 +99,16 @@ def test_the_prompt_edits_lines_and_keeps_history(paper_site, tmp_path):
         os.execvpe(CRYOREG[0], [*CRYOREG, "sql"], env)
     output = b""
 
-    def read_until(marker: bytes, timeout: float = 60) -> None:
+    def read_until(marker: bytes, timeout: float = 60, since: int = 0) -> None:
         nonlocal output
         end = time.monotonic() + timeout
-        while marker not in output and time.monotonic() < end:
+        while marker not in output[since:] and time.monotonic() < end:
             if select.select([fd], [], [], 0.5)[0]:
                 try:
                     output += os.read(fd, 65536)
                 except OSError:
                     break
-        assert marker in output, output.decode(errors="replace")[-2000:]
+        assert marker in output[since:], output.decode(errors="replace")[-2000:]
 
     read_until(b"cryoreg> ")
     assert b"marts.fct_tumor" in output
@@ -116,7 +116,13 @@ def test_the_prompt_edits_lines_and_keeps_history(paper_site, tmp_path):
     read_until(b"...> ")
     os.write(fd, b"from marts.dim_patient;\r")
     read_until(b"(1 row)")
-    os.write(fd, b"\x04")  # Ctrl-D
-    os.waitpid(pid, 0)
+    read_until(b"cryoreg> ", timeout=30, since=output.index(b"(1 row)"))  # the next prompt
+    os.write(fd, b"\x04")  # Ctrl-D on an empty line quits
+    end = time.monotonic() + 60
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > end:
+            os.kill(pid, 9)
+            raise AssertionError("the prompt did not quit on Ctrl-D")
+        time.sleep(0.2)
     assert b"| 186" in output
     assert "from marts.dim_patient;" in history.read_text()
