@@ -81,16 +81,18 @@ def test_status_from_counts_and_threshold():
 
 def test_record_and_summary_pass_warn_fatal(tmp_path):
     con = duckdb.connect(str(tmp_path / "q.duckdb"))
-    quality.record(con, "r1", [_result("x.ok"), _result("x.soft", "warn", failing=3)], {})
-    status = quality.summarize(con, "r1")
+    kept = quality.record(con, "r1", [_result("x.ok"), _result("x.soft", "warn", failing=3)], {})
+    status = quality.summarize(kept).as_dict()
     assert status["status"] == "warned"
     assert status["passed"] == 1 and status["failed"] == 1
     assert status["kinds"] == {"passed": 1, "warned": 1, "failed": 0, "not applicable": 0}
     assert status["warnings"] == ["x.soft (pandera): 3 of 10 rows failing"]
 
-    quality.record(con, "r2", [_result("x.hard", failing=2), _result("x.other", failing=1)], {})
+    kept = quality.record(
+        con, "r2", [_result("x.hard", failing=2), _result("x.other", failing=1)], {}
+    )
     with pytest.raises(DataQualityError) as err:
-        quality.summarize(con, "r2")
+        quality.summarize(kept)
     message = str(err.value)
     assert "\n" not in message
     assert message == (
@@ -118,8 +120,8 @@ def test_known_exception_downgrades_to_warn_but_stays_visible(tmp_path):
     )
     exceptions = quality.load_known_exceptions(listed)
     con = duckdb.connect(str(tmp_path / "q.duckdb"))
-    quality.record(con, "r1", [_result("x.hard", failing=2)], exceptions)
-    status = quality.summarize(con, "r1")  # does not raise
+    kept = quality.record(con, "r1", [_result("x.hard", failing=2)], exceptions)
+    status = quality.summarize(kept).as_dict()  # does not raise
     assert status["status"] == "warned" and status["kinds"]["warned"] == 1
     assert "known exception: confirmed on source imaging" in status["warnings"][0]
     row = con.execute(
@@ -128,9 +130,9 @@ def test_known_exception_downgrades_to_warn_but_stays_visible(tmp_path):
     assert row[:3] == ("warn", "fatal", "failed")
     assert "registry steward" in row[3]
 
-    quality.record(con, "r2", [_result("x.expired", failing=1)], exceptions)
+    kept = quality.record(con, "r2", [_result("x.expired", failing=1)], exceptions)
     with pytest.raises(DataQualityError, match="x.expired"):
-        quality.summarize(con, "r2")
+        quality.summarize(kept)
     con.close()
 
 
@@ -168,9 +170,9 @@ def test_ingest_quarantine_becomes_one_check_per_reason_and_file(loaded):
     assert by_name["raw.imaging:quarantine_unknown_code"].status == "passed"
     assert by_name["raw.patients:quarantine_missing_required"].category == "completeness"
     assert "raw.patients:quarantine_orphan" not in by_name  # patients have no parent
-    quality.record(loaded, "run-1", results, {})
+    kept = quality.record(loaded, "run-1", results, {})
     with pytest.raises(DataQualityError, match="quarantine"):
-        quality.summarize(loaded, "run-1")
+        quality.summarize(kept)
 
 
 def test_dbt_results_map_to_categories_and_severity():

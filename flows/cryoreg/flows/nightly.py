@@ -126,7 +126,7 @@ def quality_stage(
     landed: landing.IngestResult,
     dbt_summary: transform.DbtSummary,
     staged_out: Path,
-) -> dict:
+) -> quality.QualityStatus:
     """Account for every row, then record every check of the night in audit.check_results;
     fail on the quarantine limit or a fatal check."""
     logger = get_run_logger()
@@ -146,15 +146,16 @@ def quality_stage(
                 acc.quarantined,
             )
         known = quality.load_known_exceptions()
+        recorded = []
         for results in (
             quality.ingest_results(con, run_id, limit),
             quality.dbt_results(dbt_summary.results),
             marts.check_marts(con),
             expectations.run_suites(con, run_id, staged_out / "data_docs"),
         ):
-            quality.record(con, run_id, results, known)
-        status = quality.run_status(con, run_id)
-    for line in status["warnings"]:
+            recorded += quality.record(con, run_id, results, known)
+    status = quality.run_status(recorded)
+    for line in status.warnings:
         logger.warning("data quality: %s", line)
     quality.raise_for_fatal(status)
     return status
@@ -298,7 +299,7 @@ def _night(
         publish.build_candidate(paths, run_id)
         results = analyze_stage(candidate)
         run = run_block(landed, run_id, started)
-        run["data_quality"] = data_quality
+        run["data_quality"] = data_quality.as_dict()
         run["dbt"] = {
             "nodes": dbt_summary.nodes,
             "passed": dbt_summary.passed,

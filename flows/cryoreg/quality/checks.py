@@ -74,6 +74,7 @@ class CheckResult:
     status: str | None = None
     target: str = ""
     details: dict = field(default_factory=dict)
+    known_exception: str | None = None  # set by record(): why a failure only warns
 
     def __post_init__(self) -> None:
         for value, allowed in (
@@ -168,11 +169,11 @@ def record(
     exceptions = load_known_exceptions() if exceptions is None else exceptions
     rows, kept = [], []
     for res in results:
-        declared, note = res.severity, None
+        declared = res.severity
         known = active_exception(exceptions, res.check_name)
         if known and res.status in ("failed", "error"):
             res.severity = "warn"
-            note = f"{known.reason} (reviewed by {known.reviewer}, {known.reviewed})"
+            res.known_exception = f"{known.reason} (reviewed by {known.reviewer}, {known.reviewed})"
         rows.append(
             [
                 run_id,
@@ -186,7 +187,7 @@ def record(
                 res.failing_rows,
                 res.checked_rows,
                 res.status,
-                note,
+                res.known_exception,
                 json.dumps(res.details, default=str, sort_keys=True),
             ]
         )
@@ -338,51 +339,49 @@ def dbt_results(results: Iterable[dict]) -> list[CheckResult]:
     return out
 
 
-def run_results(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict]:
-    """Every check of one run as dicts (for the report, or a JSON file beside the outputs)."""
-    ensure_table(con)
-    cursor = con.execute(
-        "select * exclude (details), details::varchar as details from audit.check_results "
-        "where run_id = ? order by tool, check_name",
-        [run_id],
-    )
-    names = [d[0] for d in cursor.description]
-    return [
-        {**dict(zip(names, row, strict=True)), "details": json.loads(row[-1] or "{}")}
-        for row in cursor.fetchall()
-    ]
+@dataclass(frozen=True)
+class QualityStatus:
+    """How the night's checks came out: what the quality stage hands on (run summary, report,
+    metrics.json), computed from the recorded results, not read back."""
+
+    status: str  # passed / warned / failed
+    checks: int
+    counts: dict[str, int]  # by recorded status (STATUSES)
+    kinds: dict[str, int]  # by the words people read (KINDS)
+    fatal: list[str]
+    warnings: list[str]
+
+    def as_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "checks": self.checks,
+            **self.counts,
+            "kinds": dict(self.kinds),
+            "fatal": list(self.fatal),
+            "warnings": list(self.warnings),
+        }
 
 
-def run_status(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
-    """The run's data-quality status: counts per status, fatal failures and warnings."""
-    ensure_table(con)
-    rows = con.execute(
-        """select check_name, tool, severity, status, failing_rows, checked_rows, threshold,
-                  known_exception
-        from audit.check_results where run_id = ? order by tool, check_name""",
-        [run_id],
-    ).fetchall()
+def run_status(results: Iterable[CheckResult]) -> QualityStatus:
+    """Counts per status and kind, fatal failures and warnings, of results as record() kept
+    them (known exceptions already downgraded to warn)."""
+    rows = sorted(results, key=lambda r: (r.tool, r.check_name))
     counts = {s: 0 for s in STATUSES}
     kinds = {k: 0 for k in KINDS}
     fatal, warnings = [], []
-    for name, tool, severity, status, failing, checked, threshold, known in rows:
-        counts[status] += 1
-        kinds[kind(status, severity)] += 1
-        if status not in ("failed", "error"):
+    for r in rows:
+        counts[r.status] += 1
+        kinds[kind(r.status, r.severity)] += 1
+        if r.status not in ("failed", "error"):
             continue
-        line = _describe(name, tool, status, failing, checked, threshold)
-        if known:
-            line += f" [known exception: {known}]"
-        (fatal if severity == "fatal" else warnings).append(line)
+        line = _describe(
+            r.check_name, r.tool, r.status, r.failing_rows, r.checked_rows, r.threshold
+        )
+        if r.known_exception:
+            line += f" [known exception: {r.known_exception}]"
+        (fatal if r.severity == "fatal" else warnings).append(line)
     overall = "failed" if fatal else "warned" if warnings else "passed"
-    return {
-        "status": overall,
-        "checks": len(rows),
-        **counts,
-        "kinds": kinds,
-        "fatal": fatal,
-        "warnings": warnings,
-    }
+    return QualityStatus(overall, len(rows), counts, kinds, fatal, warnings)
 
 
 def _describe(name, tool, status, failing, checked, threshold) -> str:
@@ -395,16 +394,16 @@ def _describe(name, tool, status, failing, checked, threshold) -> str:
     return f"{name} ({tool}): {rows} failing{limit}"
 
 
-def raise_for_fatal(status: dict) -> None:
+def raise_for_fatal(status: QualityStatus) -> None:
     """One line naming the first fatal check (and how many more) for the run's error."""
-    fatal = status["fatal"]
+    fatal = status.fatal
     if fatal:
         more = f" (and {len(fatal) - 1} more fatal)" if len(fatal) > 1 else ""
         raise DataQualityError(f"data quality check failed: {fatal[0]}{more}")
 
 
-def summarize(con: duckdb.DuckDBPyConnection, run_id: str) -> dict:
+def summarize(results: Iterable[CheckResult]) -> QualityStatus:
     """run_status, raising DataQualityError when a fatal check failed."""
-    status = run_status(con, run_id)
+    status = run_status(results)
     raise_for_fatal(status)
     return status
