@@ -354,9 +354,7 @@ def _environment() -> Environment:
         undefined=StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.filters.update(
-        p=fmt_p, ci=fmt_ci, pct=_pct, f=_f, ratio_ci=_ratio_ci, plural=plural
-    )
+    env.filters.update(p=fmt_p, ci=fmt_ci, pct=_pct, f=_f, ratio_ci=_ratio_ci, plural=plural)
     env.globals.update(placeholder=_placeholder, median=_median)
     return env
 
@@ -364,10 +362,12 @@ def _environment() -> Environment:
 def _meta(run: dict | None) -> list[tuple[str, str]]:
     run = run or {}
     names = sorted(str(x.get("name", "")) for x in run.get("extracts") or [])
-    covered = f"{names[0]} to {names[-1]} ({plural(len(names), 'extract folder')})"
+    covered = (
+        f"{names[0]} to {names[-1]} ({plural(len(names), 'extract folder')})" if names else None
+    )
     return [
         ("Run", when_text(run) + (f" · run {run['run_id']}" if run.get("run_id") else "")),
-        ("Extracts covered", covered if names else "not recorded"),
+        ("Extracts covered", covered or "not recorded"),
         ("Code version", str(run.get("code_version", "not recorded"))),
         ("Source", ", ".join(MARTS) + " (DuckDB warehouse, built by dbt)"),
     ]
