@@ -110,6 +110,28 @@ def test_run_reports_to_the_server_in_prefect_api_url(server, tmp_path):
     assert metrics["run"]["run_id"] == runs[0]["id"]  # the run id is the server's flow run id
 
 
+def test_run_attaches_its_data_quality_to_the_flow_run(server, tmp_path):
+    """A night with defective rows (quarantined, under the limit) shows in the Prefect UI how its
+    checks came out and which of them warned."""
+    run_cryoreg("synth", "extracts", "--faults", "0.02", cwd=tmp_path)
+    run_cryoreg("run", cwd=tmp_path, env={**server.env, "CRYOREG_QUARANTINE_LIMIT": "0.25"})
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    quality = metrics["run"]["data_quality"]
+    assert quality["warnings"], quality  # the defects make some checks warn
+    found = server.client.post(
+        "/artifacts/filter",
+        json={"artifacts": {"flow_run_id": {"any_": [metrics["run"]["run_id"]]}}},
+    ).json()
+    by_key = {a["key"]: a for a in found}
+    counts = ", ".join(f"{quality['kinds'][k]} {k}" for k in ("passed", "warned", "failed"))
+    assert counts in by_key["cryoreg-data-quality"]["data"]
+    table = by_key["cryoreg-checks-not-passed"]["data"]
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert len(rows) == len(quality["warnings"]) + len(quality["fatal"])
+    assert {row["kind"] for row in rows} == {"warned"}
+    assert all(row["check"] and row["tool"] for row in rows)
+
+
 def test_served_deployment_is_scheduled_and_completes_a_triggered_run(server, tmp_path):
     env, client = server.env, server.client
     run_cryoreg("synth", "extracts", cwd=tmp_path)

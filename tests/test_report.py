@@ -14,6 +14,9 @@ import pytest
 
 from cryoreg.analysis import metrics as analyze
 from cryoreg.analysis.results import Cohort, Outcome, Results, Summary
+from cryoreg.flows import artifacts
+from cryoreg.quality import checks
+from cryoreg.report import figures
 from cryoreg.report import html as report
 
 RUN = {
@@ -387,3 +390,153 @@ def test_data_docs_are_linked_when_the_run_wrote_them(analysis, tmp_path):
     run = {**RUN, "data_quality": STATUS}
     text = report.write_report(analysis, tmp_path, run=run).read_text(encoding="utf-8")
     assert "href='data_docs/index.html'" in text
+
+
+def _points(fragment: str) -> list[tuple[float, float]]:
+    """The (x, y) points an SVG fragment draws at: path vertices and text anchors."""
+    points = []
+    for d in re.findall(r'\bd="([^"]+)"', fragment):
+        numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", d)]
+        points += list(zip(numbers[::2], numbers[1::2], strict=True))
+    for x, y in re.findall(r'<text[^>]*\bx="([^"]+)" y="([^"]+)"', fragment):
+        points.append((float(x), float(y)))
+    return points
+
+
+def _band_box(svg: str, color: str) -> tuple[float, float, float, float]:
+    """The bounding box (x0, y0, x1, y1) of the shaded confidence band drawn in `color`."""
+    uses = re.findall(
+        rf'<use xlink:href="#([^"]+)" x="([^"]+)" y="([^"]+)" style="fill: {color}; '
+        r'fill-opacity: 0.15"',
+        svg,
+    )
+    assert uses, f"no band in {color}"
+    points = []
+    for ref, dx, dy in uses:
+        d = re.search(rf'<path id="{ref}" d="([^"]+)"', svg)[0]
+        points += [(x + float(dx), y + float(dy)) for x, y in _points(d)]
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def test_km_legend_hides_no_curve_or_band(built):
+    """Panel B's legend sits above its axes: it can cover neither the >= 4 cm band nor a curve."""
+    _, out, _ = built
+    svg = (out.parent / "km_ltp_free_survival.svg").read_text()
+    legend = svg[svg.index('<g id="legend-1">') : svg.index("</g>\n  </g>", svg.index("legend-1"))]
+    assert "Log-rank p" in legend and "≥ 4 cm (n = " in legend
+    axes = svg[: svg.index('<g id="legend-1">')]
+    axes = axes[axes.rindex('<g id="axes_') :]  # panel B's axes, whose last child is the legend
+    frame = _points(re.search(r'<g id="patch_\d+">\s*<path d="[^"]+"', axes)[0])
+    top = min(y for _, y in frame)
+    legend_bottom = max(y for _, y in _points(legend))
+    assert legend_bottom < top  # SVG y grows downwards
+    x0, y0, x1, y1 = _band_box(axes, figures.COLORS["ge4cm"])
+    assert y0 >= top and legend_bottom < y0
+
+
+def test_run_time_reads_in_utc_to_the_minute(built, analysis):
+    _, _, text = built
+    assert "<dd>2024-03-02 02:00 UTC (took 40 seconds) · run run-42</dd>" in text
+    assert "2024-03-02T02:00" not in text
+    run = {"started_at": "2026-12-05T03:13:05+01:00", "finished_at": "2026-12-05T03:13:06+01:00"}
+    assert "<dd>2026-12-05 02:13 UTC (took 1 second)</dd>" in report.render(analysis, run=run)
+
+
+def test_counts_read_in_the_singular_for_one(built, analysis):
+    _, _, text = built
+    assert "(2 extract folders)" in text and "dbt build: 30 nodes" in text
+    assert re.search(r"\d+ rows differ from the paper", text)
+    run = {
+        "extracts": RUN["extracts"][:1],
+        "dbt": {"nodes": 1, "passed": 1, "warned": []},
+        "data_quality": {**STATUS, "checks": 1},
+    }
+    one = report.render(analysis, run=run)
+    assert "(1 extract folder)" in one and "dbt build: 1 node," in one
+    assert "— 1 check:" in one
+    assert not re.search(r"\b1 (extract folders|nodes|checks|rows|tumors|years)\b", one)
+    assert report.plural(0, "file") == "0 files" and report.plural(1, "night") == "1 night"
+
+
+def test_glossary_defines_the_terms_and_outcome_rows_link_to_them(built):
+    _, _, text = built
+    glossary = text[text.index("<h2 id='glossary'>") :]
+    terms = re.findall(r"<dt id='term-([^']+)'>([^<]+)</dt><dd>([^<]+)</dd>", glossary)
+    names = " | ".join(term for _, term, _ in terms)
+    for term in (
+        "Technical success",
+        "Technique efficacy",
+        "Local tumor progression",
+        "Adverse event",
+        "Major adverse event",
+        "TE-evaluable",
+        "LTP-free survival",
+        "Kaplan-Meier",
+        "Competing risk / cumulative incidence",
+        "Size group &lt; 4 cm / ≥ 4 cm",
+    ):
+        assert term in names, term
+    assert "CTCAE" in dict((i, d) for i, _, d in terms)["major-adverse-event"]
+    ids = set(re.findall(r"""\bid=['"]([^'"]+)['"]""", text))
+    links = re.findall(r'<th scope="row"><a class="term" href="#([^"]+)">([^<]+)</a>', text)
+    for target, _ in links:
+        assert target in ids, target
+    linked = {label.split(":")[0] for _, label in links}
+    assert linked == {
+        "Technical success",
+        "Technique efficacy",
+        "Local tumor progression",
+        "Adverse events (30 days)",
+    }
+    assert ("term-major-adverse-event", "Adverse events (30 days): major") in links
+
+
+def test_artifact_lists_the_checks_that_did_not_pass(tmp_path):
+    """The Prefect table of the night's failed and warned checks, from the run block that
+    audit.check_results gives the flow."""
+    check = checks.CheckResult
+    with duckdb.connect(str(tmp_path / "store.duckdb")) as con:
+        checks.record(
+            con,
+            "run-1",
+            [
+                check(
+                    "raw.tumors.diameter_mm:range", "ingest", "conformance", "fatal", 0.01, 5, 100
+                ),
+                check("dbt:not_null_x", "dbt", "completeness", "warn", 0.0, 3),
+                check("delta (imaging):rows", "great_expectations", "plausibility", "warn", None),
+                check("pandera:fct_tumor", "pandera", "conformance", "fatal", 0.0, 0, 10),
+            ],
+            exceptions={},
+        )
+        status = checks.run_status(con, "run-1")
+    metrics = {"run": {"data_quality": status}}
+    assert artifacts.quality_rows(metrics) == [
+        {
+            "check": "raw.tumors.diameter_mm:range",
+            "tool": "ingest",
+            "kind": "failed",
+            "failing rows": 5,
+            "tolerated share": "1.0%",
+        },
+        {
+            "check": "dbt:not_null_x",
+            "tool": "dbt",
+            "kind": "warned",
+            "failing rows": 3,
+            "tolerated share": "0%",
+        },
+        {
+            "check": "delta (imaging):rows",
+            "tool": "great_expectations",
+            "kind": "warned",
+            "failing rows": "could not run",
+            "tolerated share": "",
+        },
+    ]
+    assert artifacts.quality_markdown(metrics) == (
+        "Data quality: **failed** (1 passed, 2 warned, 1 failed, 0 not applicable); "
+        "see audit.check_results"
+    )
+    assert artifacts.quality_rows({"run": {}}) == [] and not artifacts.quality_markdown({})

@@ -1,12 +1,16 @@
-"""Prefect artifacts: what the Prefect UI shows for each run (metrics, row accounting, links)."""
+"""Prefect artifacts: what the Prefect UI shows for each run (metrics, row accounting, the
+night's data quality, links)."""
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from cryoreg.report.text import p_text, proportion_text
+from cryoreg.quality.checks import TOOLS
+from cryoreg.report.text import check_counts, p_text, proportion_text
 
 ROWS = [
     ("technical success", "technical_success", "all"),
@@ -19,6 +23,17 @@ ROWS = [
     ("any adverse event", "adverse_events", "any"),
     ("major adverse event", "adverse_events", "major"),
 ]
+# A line of the data_quality block's `fatal` / `warnings` (cryoreg.quality.checks.run_status):
+# "<check> (<tool>): <n> [of <m>] rows failing[, tolerated <share>]", "<check> (<tool>) failed"
+# or "<check> (<tool>): could not run", each maybe followed by " [known exception: ...]".
+_CHECK_LINE = re.compile(
+    rf"(?P<check>.+?) \((?P<tool>{'|'.join(TOOLS)})\)"
+    r"(?:: (?:(?P<failing>\d+)(?: of \d+)? rows failing(?:, tolerated (?P<share>[\d.]+%))?"
+    r"|(?P<error>could not run))| failed)?"
+    r"(?P<known> \[known exception: .*\])?"
+)
+
+log = logging.getLogger(__name__)
 
 
 def metrics_markdown(metrics: dict) -> str:
@@ -31,18 +46,82 @@ def metrics_markdown(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def check_row(line: str, kind: str) -> dict:
+    """One check that did not pass, as a table row (the whole line as its name when it is not
+    in run_status' words)."""
+    found = _CHECK_LINE.fullmatch(line)
+    if not found:
+        return {"check": line, "tool": "", "kind": kind, "failing rows": "", "tolerated share": ""}
+    failing = int(found["failing"]) if found["failing"] else None
+    return {
+        "check": found["check"] + (" (known exception)" if found["known"] else ""),
+        "tool": found["tool"],
+        "kind": kind,
+        "failing rows": "could not run" if found["error"] else failing or "unknown",
+        "tolerated share": found["share"] or ("0%" if failing else ""),
+    }
+
+
+def quality_rows(metrics: dict) -> list[dict]:
+    """The night's checks that did not pass: failed (fatal) first, then warned."""
+    status = metrics.get("run", {}).get("data_quality") or {}
+    return [check_row(line, "failed") for line in status.get("fatal") or []] + [
+        check_row(line, "warned") for line in status.get("warnings") or []
+    ]
+
+
+def quality_markdown(metrics: dict) -> str | None:
+    """The night's data-quality status and its checks counted by kind, in the report's words."""
+    status = metrics.get("run", {}).get("data_quality")
+    if not status:
+        return None
+    counts = check_counts(status.get("kinds") or {})
+    return f"Data quality: **{status.get('status')}** ({counts}); see audit.check_results"
+
+
+def _attach(create, *args, **kwargs) -> None:
+    """An artifact is a convenience for the UI: failing to attach one never fails the run."""
+    try:
+        create(*args, **kwargs)
+    except Exception as exc:
+        log.warning("cryoreg: artifact %s not attached: %s", kwargs.get("key"), exc)
+
+
 def publish_run_artifacts(metrics: dict, out: Path) -> None:
     """Attach the run's results to the flow run; never fails the run."""
-    create_markdown_artifact(
-        metrics_markdown(metrics), key="cryoreg-metrics", description="Glazer 2017 outcomes"
+    _attach(
+        create_markdown_artifact,
+        metrics_markdown(metrics),
+        key="cryoreg-metrics",
+        description="Glazer 2017 outcomes",
     )
     files = metrics.get("run", {}).get("files", [])
     if files:
-        create_table_artifact(
+        _attach(
+            create_table_artifact,
             [{k: f[k] for k in ("file", "read", "loaded", "quarantined")} for f in files],
             key="cryoreg-row-accounting",
             description="rows read = loaded + quarantined, per extract file",
         )
-    create_link_artifact(
-        (out / "report.html").resolve().as_uri(), link_text="report.html", key="cryoreg-report"
+    quality = quality_markdown(metrics)
+    if quality:
+        _attach(
+            create_markdown_artifact,
+            quality,
+            key="cryoreg-data-quality",
+            description="the night's checks by kind",
+        )
+    not_passed = quality_rows(metrics)
+    if not_passed:
+        _attach(
+            create_table_artifact,
+            not_passed,
+            key="cryoreg-checks-not-passed",
+            description="the night's checks that warned or failed (audit.check_results)",
+        )
+    _attach(
+        create_link_artifact,
+        (out / "report.html").resolve().as_uri(),
+        link_text="report.html",
+        key="cryoreg-report",
     )

@@ -32,6 +32,8 @@ FIGURE_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "cryoreg", "font.size": 
 # above this many steps a curve is read on a 1/1000-axis grid: it looks the same, and the
 # file stays small at registry scale
 MAX_STEPS_DRAWN = 1500
+# room between a panel's title and its axes for a legend of two lines (title and entries)
+LEGEND_PAD = 34
 
 
 def p_text(p: float | None) -> str:
@@ -164,7 +166,20 @@ def km_svg(survival: LtpFreeSurvival) -> str | None:
             rows = [(GROUP_LABELS[g], survival[g].follow_up) for g in groups]
             _at_risk_table(table, rows, years)
             _time_axis(ax, xmax, years, title, "LTP-free survival")
-            ax.legend(loc="lower left", title=legend_title, frameon=False)
+            # above the axes, under the title: inside, it would hide a curve or its band
+            ax.set_title(title, pad=LEGEND_PAD)
+            legend = ax.legend(
+                loc="lower left",
+                bbox_to_anchor=(0, 1.01),
+                ncol=len(groups),
+                title=legend_title,
+                alignment="left",
+                columnspacing=1.2,
+                handlelength=1.6,
+                frameon=False,
+                borderaxespad=0,
+            )
+            legend.set_gid(f"legend-{col}")
         return _svg_text(fig, survival.source)
 
 

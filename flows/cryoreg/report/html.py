@@ -35,6 +35,77 @@ MARTS = (
     "marts.fct_tumor_attrition",
 )
 ATTRITION_SOURCE = "marts.fct_tumor_attrition"
+# The report's terms in plain words, as docs/outcome-definitions.md defines them; each entry is
+# the link target "#term-<id>" of the rows and sections that use the term.
+GLOSSARY = (
+    (
+        "technical-success",
+        "Technical success",
+        "The ablation zone covered the whole tumor on imaging during the procedure or within 24 "
+        "hours (result complete). Tumors whose result was not assessed are left out.",
+    ),
+    (
+        "te-evaluable",
+        "TE-evaluable",
+        "A tumor with at least one determinate (not indeterminate) imaging read 30 to 180 days "
+        "after its procedure. Technique efficacy, local tumor progression and LTP-free survival "
+        "count these tumors only.",
+    ),
+    (
+        "technique-efficacy",
+        "Technique efficacy",
+        "The earliest determinate imaging 30 to 180 days after the procedure shows no tumor "
+        "left at the treated site (when several reads share that date, all must). Reported "
+        "over TE-evaluable tumors.",
+    ),
+    (
+        "local-tumor-progression",
+        "Local tumor progression (LTP)",
+        "Tumor seen at the treated site (residual tumor or progression) on any imaging from the "
+        "technique-efficacy study on, among TE-evaluable tumors. Residual tumor at that study "
+        "counts as progression, as in the paper.",
+    ),
+    (
+        "adverse-event",
+        "Adverse event",
+        "A complication that began on the day of the procedure or within the 30 days after it. "
+        "Counted per procedure: a procedure has one when at least one event fell in that window.",
+    ),
+    (
+        "major-adverse-event",
+        "Major adverse event",
+        "An adverse event of the 30-day window graded 3 or higher on the CTCAE scale (severe, "
+        "life-threatening or fatal).",
+    ),
+    (
+        "size-group",
+        "Size group < 4 cm / ≥ 4 cm",
+        "A tumor is ≥ 4 cm when its diameter is 40 mm or more, < 4 cm otherwise. Procedures are "
+        "grouped by their largest treated tumor for the adverse-event comparison.",
+    ),
+    (
+        "ltp-free-survival",
+        "LTP-free survival",
+        "The share of TE-evaluable tumors still free of local tumor progression as time passes "
+        "after the ablation; a tumor that has not progressed is followed up to its latest "
+        "determinate imaging.",
+    ),
+    (
+        "kaplan-meier",
+        "Kaplan-Meier",
+        "The usual estimate of the share still free of an event over time when follow-up ends "
+        "at different times: a tumor (or patient) whose follow-up ends without the event leaves "
+        "the count then (censored); the number at risk is those still followed.",
+    ),
+    (
+        "competing-risk",
+        "Competing risk / cumulative incidence",
+        "A competing risk is an event that rules the outcome out, here the patient's death "
+        "before progression. The cumulative incidence (Aalen-Johansen) is the share of tumors "
+        "that progressed by a given time, counting such deaths as ending the risk instead of "
+        "censoring them.",
+    ),
+)
 
 
 # --- formatting (the templates' filters) -------------------------------------------------------
@@ -140,6 +211,7 @@ class Row:
     ci: str = ""
     test: Test | None = None
     spanned: bool = False  # the p cells of the row above span this one
+    term: str | None = None  # its GLOSSARY entry
 
     @property
     def paper(self) -> str:
@@ -174,7 +246,9 @@ def cohort_rows(results: Results) -> list[Row]:
     ]
 
 
-def _outcome_rows(prefix: str, title: str, outcome: Outcome, labels: dict[str, str]) -> list[Row]:
+def _outcome_rows(
+    prefix: str, title: str, outcome: Outcome, labels: dict[str, str], term: str
+) -> list[Row]:
     cmp = outcome.comparison
     printed = PAPER[f"{prefix}_p"]
     test = Test(
@@ -196,6 +270,7 @@ def _outcome_rows(prefix: str, title: str, outcome: Outcome, labels: dict[str, s
                 fmt_ci(p.ci95),
                 test=test if group.endswith("lt4cm") else None,
                 spanned=group.endswith("ge4cm"),
+                term="major-adverse-event" if group.startswith("major") else term,
             )
         )
     return rows
@@ -210,10 +285,20 @@ def paper_table(results: Results) -> dict:
     ae["major_ge4cm"] = "major, ≥ 4 cm"
     rows = [
         *cohort_rows(results),
-        Row("ts", "Technical success", fmt_prop(ts), fmt_ci(ts.ci95)),
-        *_outcome_rows("te", "Technique efficacy", results.technique_efficacy, sizes),
-        *_outcome_rows("ltp", "Local tumor progression", results.local_tumor_progression, sizes),
-        *_outcome_rows("ae", "Adverse events (30 days)", results.adverse_events, ae),
+        Row("ts", "Technical success", fmt_prop(ts), fmt_ci(ts.ci95), term="technical-success"),
+        *_outcome_rows(
+            "te", "Technique efficacy", results.technique_efficacy, sizes, "technique-efficacy"
+        ),
+        *_outcome_rows(
+            "ltp",
+            "Local tumor progression",
+            results.local_tumor_progression,
+            sizes,
+            "local-tumor-progression",
+        ),
+        *_outcome_rows(
+            "ae", "Adverse events (30 days)", results.adverse_events, ae, "adverse-event"
+        ),
     ]
     compared = [
         (results.technique_efficacy, "technique efficacy"),
@@ -234,6 +319,30 @@ def paper_table(results: Results) -> dict:
 # --- the page ----------------------------------------------------------------------------------
 
 
+def plural(n: int, word: str) -> str:
+    """ "1 extract folder", "2 extract folders" (every count-noun of the report is regular)."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _utc(iso: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return None
+    return moment.replace(tzinfo=moment.tzinfo or UTC).astimezone(UTC)
+
+
+def when_text(run: dict) -> str:
+    """When the run ended (or started) to the minute in UTC, and how long it took, in seconds:
+    people read the page, not ISO timestamps."""
+    started, finished = _utc(run.get("started_at")), _utc(run.get("finished_at"))
+    moment = finished or started or datetime.now(UTC)
+    text = moment.strftime("%Y-%m-%d %H:%M UTC")
+    if started and finished:
+        text += f" (took {plural(round((finished - started).total_seconds()), 'second')})"
+    return text
+
+
 def _placeholder(element_id: str, text: str) -> Markup:
     return Markup('<p id="{}">{}.</p>').format(element_id, text)
 
@@ -245,18 +354,19 @@ def _environment() -> Environment:
         undefined=StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.filters.update(p=fmt_p, ci=fmt_ci, pct=_pct, f=_f, ratio_ci=_ratio_ci)
+    env.filters.update(p=fmt_p, ci=fmt_ci, pct=_pct, f=_f, ratio_ci=_ratio_ci, plural=plural)
     env.globals.update(placeholder=_placeholder, median=_median)
     return env
 
 
 def _meta(run: dict | None) -> list[tuple[str, str]]:
     run = run or {}
-    when = run.get("finished_at") or run.get("started_at") or datetime.now(UTC).isoformat()
     names = sorted(str(x.get("name", "")) for x in run.get("extracts") or [])
-    covered = f"{names[0]} to {names[-1]} ({len(names)} extract folders)" if names else None
+    covered = (
+        f"{names[0]} to {names[-1]} ({plural(len(names), 'extract folder')})" if names else None
+    )
     return [
-        ("Run", f"{when}" + (f" · run {run['run_id']}" if run.get("run_id") else "")),
+        ("Run", when_text(run) + (f" · run {run['run_id']}" if run.get("run_id") else "")),
         ("Extracts covered", covered or "not recorded"),
         ("Code version", str(run.get("code_version", "not recorded"))),
         ("Source", ", ".join(MARTS) + " (DuckDB warehouse, built by dbt)"),
@@ -332,6 +442,7 @@ def render(
             check_counts=check_counts(status.get("kinds") or {}) if status else "",
             data_docs=data_docs,
             home=home,
+            glossary=GLOSSARY,
         )
     )
 
