@@ -497,7 +497,7 @@ def test_artifact_lists_the_checks_that_did_not_pass(tmp_path):
     audit.check_results gives the flow."""
     check = checks.CheckResult
     with duckdb.connect(str(tmp_path / "store.duckdb")) as con:
-        checks.record(
+        kept = checks.record(
             con,
             "run-1",
             [
@@ -510,8 +510,7 @@ def test_artifact_lists_the_checks_that_did_not_pass(tmp_path):
             ],
             exceptions={},
         )
-        status = checks.run_status(con, "run-1")
-    metrics = {"run": {"data_quality": status}}
+    metrics = {"run": {"data_quality": checks.run_status(kept).as_dict()}}
     assert artifacts.quality_rows(metrics) == [
         {
             "check": "raw.tumors.diameter_mm:range",

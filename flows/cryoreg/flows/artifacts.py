@@ -4,12 +4,10 @@ night's data quality, links)."""
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from cryoreg.quality.checks import TOOLS
 from cryoreg.report.text import check_counts, p_text, proportion_text
 
 ROWS = [
@@ -23,16 +21,6 @@ ROWS = [
     ("any adverse event", "adverse_events", "any"),
     ("major adverse event", "adverse_events", "major"),
 ]
-# A line of the data_quality block's `fatal` / `warnings` (cryoreg.quality.checks.run_status):
-# "<check> (<tool>): <n> [of <m>] rows failing[, tolerated <share>]", "<check> (<tool>) failed"
-# or "<check> (<tool>): could not run", each maybe followed by " [known exception: ...]".
-_CHECK_LINE = re.compile(
-    rf"(?P<check>.+?) \((?P<tool>{'|'.join(TOOLS)})\)"
-    r"(?:: (?:(?P<failing>\d+)(?: of \d+)? rows failing(?:, tolerated (?P<share>[\d.]+%))?"
-    r"|(?P<error>could not run))| failed)?"
-    r"(?P<known> \[known exception: .*\])?"
-)
-
 log = logging.getLogger(__name__)
 
 
@@ -46,28 +34,10 @@ def metrics_markdown(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def check_row(line: str, kind: str) -> dict:
-    """One check that did not pass, as a table row (the whole line as its name when it is not
-    in run_status' words)."""
-    found = _CHECK_LINE.fullmatch(line)
-    if not found:
-        return {"check": line, "tool": "", "kind": kind, "failing rows": "", "tolerated share": ""}
-    failing = int(found["failing"]) if found["failing"] else None
-    return {
-        "check": found["check"] + (" (known exception)" if found["known"] else ""),
-        "tool": found["tool"],
-        "kind": kind,
-        "failing rows": "could not run" if found["error"] else failing or "unknown",
-        "tolerated share": found["share"] or ("0%" if failing else ""),
-    }
-
-
 def quality_rows(metrics: dict) -> list[dict]:
     """The night's checks that did not pass: failed (fatal) first, then warned."""
     status = metrics.get("run", {}).get("data_quality") or {}
-    return [check_row(line, "failed") for line in status.get("fatal") or []] + [
-        check_row(line, "warned") for line in status.get("warnings") or []
-    ]
+    return list(status.get("not_passed") or [])
 
 
 def quality_markdown(metrics: dict) -> str | None:

@@ -350,6 +350,7 @@ class QualityStatus:
     kinds: dict[str, int]  # by the words people read (KINDS)
     fatal: list[str]
     warnings: list[str]
+    not_passed: list[dict]  # failed first, then warned: check, tool, kind, failing, tolerated
 
     def as_dict(self) -> dict:
         return {
@@ -359,6 +360,7 @@ class QualityStatus:
             "kinds": dict(self.kinds),
             "fatal": list(self.fatal),
             "warnings": list(self.warnings),
+            "not_passed": [dict(r) for r in self.not_passed],
         }
 
 
@@ -368,7 +370,7 @@ def run_status(results: Iterable[CheckResult]) -> QualityStatus:
     rows = sorted(results, key=lambda r: (r.tool, r.check_name))
     counts = {s: 0 for s in STATUSES}
     kinds = {k: 0 for k in KINDS}
-    fatal, warnings = [], []
+    fatal, warnings, failed_rows, warned_rows = [], [], [], []
     for r in rows:
         counts[r.status] += 1
         kinds[kind(r.status, r.severity)] += 1
@@ -380,8 +382,24 @@ def run_status(results: Iterable[CheckResult]) -> QualityStatus:
         if r.known_exception:
             line += f" [known exception: {r.known_exception}]"
         (fatal if r.severity == "fatal" else warnings).append(line)
+        (failed_rows if r.severity == "fatal" else warned_rows).append(_not_passed(r))
     overall = "failed" if fatal else "warned" if warnings else "passed"
-    return QualityStatus(overall, len(rows), counts, kinds, fatal, warnings)
+    return QualityStatus(
+        overall, len(rows), counts, kinds, fatal, warnings, failed_rows + warned_rows
+    )
+
+
+def _not_passed(r: CheckResult) -> dict:
+    """A check that did not pass, as one row of a table (the Prefect artifact)."""
+    could_not_run = r.status == "error" or r.failing_rows is None
+    tolerated = f"{r.threshold:.1%}" if r.threshold else "0%"
+    return {
+        "check": r.check_name + (" (known exception)" if r.known_exception else ""),
+        "tool": r.tool,
+        "kind": kind(r.status, r.severity),
+        "failing rows": "could not run" if could_not_run else r.failing_rows,
+        "tolerated share": "" if could_not_run else tolerated,
+    }
 
 
 def _describe(name, tool, status, failing, checked, threshold) -> str:
