@@ -9,6 +9,7 @@ import pty
 import re
 import select
 import shutil
+import stat
 import struct
 import subprocess
 import termios
@@ -142,3 +143,21 @@ def test_run_on_a_terminal_shows_live_stages_and_summary_tables(paper_site, tmp_
     assert any(re.fullmatch(r"finished in \d+\.\d s", ln) for ln in lines)
     # none of the plain output: neither the run log's lines nor the text summary
     assert not any("| INFO    | Task run" in ln or ln == "===================" for ln in lines)
+
+
+def test_a_failed_run_is_one_line_and_its_traceback_is_in_the_log_file(tmp_path):
+    """The terminal (and the scheduler's mail) gets lines without tracebacks and one error
+    line naming the run's log file; the file, owner-only beside the store, has everything."""
+    night = tmp_path / "extracts" / "2015-01-01"
+    night.mkdir(parents=True)
+    (night / "tumors.csv").write_text("tumor_id,procedure_id\nT1,P1\n")
+    proc = run_cryoreg("run", cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stdout + proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("cryoreg: error: 2015-01-01/tumors.csv: missing required column")
+    log = tmp_path / line.split("(full log: ", 1)[1].rstrip(")")
+    assert log.parent == tmp_path / "warehouse" / "logs"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "RegistryInputError" in text

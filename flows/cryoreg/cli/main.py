@@ -74,6 +74,8 @@ def _guarded(command):
                 raise
             text = str(exc).strip()
             message = text.splitlines()[0] if text else type(exc).__name__
+            if _Stop.log is not None:
+                message += f" (full log: {_Stop.log})"
             print(f"cryoreg: error: {message}", file=sys.stderr)
             return 1
 
@@ -186,7 +188,12 @@ def run(
 
             prefect_api.use(api, preload=nightly.STAGE_IMPORTS)
             _keep_sigterm_ours()
-            with stages.following_the_run() if stages else contextlib.nullcontext():
+            from cryoreg.flows import run_log
+
+            with (
+                run_log.to_file(warehouse) as _Stop.log,
+                stages.following_the_run() if stages else contextlib.nullcontext(),
+            ):
                 result = nightly.nightly(str(extracts), str(warehouse), str(out), full_refresh)
             _Stop.over = True  # the night is done: a signal from now on changes nothing
             if _Stop.signum is not None:  # a stage caught the stop and carried on
@@ -269,13 +276,15 @@ class Interrupted(KeyboardInterrupt):
 
 
 class _Stop:
-    """The stop signal of `cryoreg run`, if any, and what the published warehouse was before."""
+    """The stop signal of `cryoreg run`, if any, what the published warehouse was before, and
+    the run's log file."""
 
     signum: int | None = None
     raised_at = -math.inf
     over = False  # the run has published or unwound: a signal now changes nothing
     warehouse: Path | None = None
     before: tuple | None = None
+    log: Path | None = None
 
 
 def _on_stop_signal(signum: int, frame) -> None:
