@@ -22,6 +22,15 @@ from cryoreg import config
 SITE_FILES = ("manifest.json", "catalog.json")
 
 
+PAGES = (
+    ("report", "report.html"),
+    ("trends", "trends.html"),
+    ("nights", "nights/index.html"),
+    ("data docs", "data_docs/index.html"),
+    ("dbt docs", "dbt_docs/index.html"),
+)
+
+
 class DocsError(RuntimeError):
     """The docs site could not be generated."""
 
@@ -101,11 +110,17 @@ def docs_server(site: Path, port: int = 8080, host: str = "127.0.0.1") -> http.s
     return http.server.ThreadingHTTPServer((host, port), handler)
 
 
-def serve_docs(site: Path, port: int = 8080) -> None:
-    """Serve the site on 127.0.0.1 until interrupted (Ctrl-C)."""
-    with docs_server(site, port) as server:
+def serve_docs(out_dir: Path, port: int = 8080) -> None:
+    """Serve the outputs folder (the report, the nights, the Data Docs and the dbt docs) on
+    127.0.0.1 until interrupted (Ctrl-C): a browser opens them over HTTP, the way the report
+    link of a Prefect run does with CRYOREG_REPORT_BASE_URL."""
+    with docs_server(out_dir, port) as server:
         host, bound = server.server_address[:2]
-        print(f"serving dbt docs on http://{host}:{bound}/ (Ctrl-C to stop)", flush=True)
+        base = f"http://{host}:{bound}"
+        print(f"serving {out_dir}/ on {base}/ (Ctrl-C to stop):", flush=True)
+        for label, page in PAGES:
+            if (out_dir / page).exists():
+                print(f"  {label:<10} {base}/{page}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
 

@@ -253,7 +253,10 @@ def docs(
         _option("published DuckDB file (default: warehouse/cryoreg.duckdb); only a copy is opened"),
     ] = config.DEFAULT_WAREHOUSE,
     out: Annotated[Path, _option("writes OUT/dbt_docs/ (default: out/)")] = Path("out"),
-    serve: Annotated[bool, _option("then serve it on 127.0.0.1", "--serve")] = False,
+    serve: Annotated[
+        bool,
+        _option("then serve OUT (report, nights, Data Docs, dbt docs) on 127.0.0.1", "--serve"),
+    ] = False,
     port: Annotated[int, _option("port for --serve (default: 8080)")] = 8080,
 ) -> int:
     from cryoreg.cli import docs as site
@@ -261,7 +264,7 @@ def docs(
     index = site.generate_docs(warehouse, out)
     print(f"dbt docs: {index / 'index.html'}")
     if serve:
-        site.serve_docs(index, port)
+        site.serve_docs(out, port)
     return 0
 
 

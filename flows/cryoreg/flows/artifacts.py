@@ -4,6 +4,7 @@ night's data quality, links)."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -49,6 +50,16 @@ def quality_markdown(metrics: dict) -> str | None:
     return f"Data quality: **{status.get('status')}** ({counts}); see audit.check_results"
 
 
+def report_link(out: Path) -> str:
+    """Where the Prefect UI's link to the report points: CRYOREG_REPORT_BASE_URL (the outputs
+    folder served over HTTP, e.g. by `cryoreg docs --serve`) when set, since browsers do not
+    open file:// links from a web page; else the file itself."""
+    base = os.environ.get("CRYOREG_REPORT_BASE_URL", "").strip()
+    if base:
+        return f"{base.rstrip('/')}/report.html"
+    return (out / "report.html").resolve().as_uri()
+
+
 def _attach(create, *args, **kwargs) -> None:
     """An artifact is a convenience for the UI: failing to attach one never fails the run."""
     try:
@@ -91,7 +102,7 @@ def publish_run_artifacts(metrics: dict, out: Path) -> None:
         )
     _attach(
         create_link_artifact,
-        (out / "report.html").resolve().as_uri(),
+        report_link(out),
         link_text="report.html",
         key="cryoreg-report",
     )
