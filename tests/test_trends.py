@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cryoreg.synth import generate as synth
+from cryoreg.synth import nights as synth
 
 from conftest import run_cryoreg, write_extract
 
