@@ -311,7 +311,7 @@ def test_the_steward_page_lists_every_held_back_row_and_what_to_fix(runs, tmp_pa
     assert proc.returncode == 1
     [line] = proc.stderr.strip().splitlines()
     assert "(CRYOREG_QUARANTINE_LIMIT)" in line and "every held-back row: " in line
-    page = Path(line.split("every held-back row: ", 1)[1])
+    page = Path(line.split("every held-back row: ", 1)[1].split(" (full log: ")[0])
     assert page.parent == pages.resolve() and page.exists()
     assert stat.S_IMODE(page.stat().st_mode) == 0o600
     assert stat.S_IMODE(pages.stat().st_mode) == 0o700
