@@ -548,14 +548,23 @@ def test_overall_survival_matches_hand_km(warehouse):
         assert block["at_years"][year]["survival"] == pytest.approx(s, abs=1e-12)
 
 
+def competing_inputs(rows, group: str):
+    """The TE-evaluable tumors of a size group, their competing-risk times and event codes
+    (0 censored, 1 LTP, 2 death), as the hand computations take them."""
+    code = {"censored": 0, "ltp": 1, "death": 2}
+    mine = [
+        t
+        for t in rows["tumors"]
+        if t["te_evaluable"] and (group == "all" or t["size_group"] == group)
+    ]
+    times = [t["ltp_competing_time_years"] for t in mine]
+    return mine, times, [code[t["ltp_competing_event"]] for t in mine]
+
+
 def test_cumulative_incidence_matches_hand_aalen_johansen(warehouse):
     rows, m = warehouse
-    te = [t for t in rows["tumors"] if t["te_evaluable"]]
-    code = {"censored": 0, "ltp": 1, "death": 2}
     for group in ("all", "lt4cm", "ge4cm"):
-        mine = [t for t in te if group == "all" or t["size_group"] == group]
-        times = [t["ltp_competing_time_years"] for t in mine]
-        codes = [code[t["ltp_competing_event"]] for t in mine]
+        mine, times, codes = competing_inputs(rows, group)
         block = m["ltp_cumulative_incidence"][group]
         assert block["n"] == len(mine)
         assert block["ltp_events"] == codes.count(1) and block["deaths"] == codes.count(2)
@@ -731,12 +740,8 @@ def test_cumulative_incidence_curves_are_the_fitted_step_functions(analysis):
     import numpy as np
 
     rows, results = analysis
-    te = [t for t in rows["tumors"] if t["te_evaluable"]]
-    code = {"censored": 0, "ltp": 1, "death": 2}
     for group in ("all", "lt4cm", "ge4cm"):
-        mine = [t for t in te if group == "all" or t["size_group"] == group]
-        times = [t["ltp_competing_time_years"] for t in mine]
-        codes = [code[t["ltp_competing_event"]] for t in mine]
+        mine, times, codes = competing_inputs(rows, group)
         risk = results.ltp_cumulative_incidence[group]
         for when in sorted(set(times)) + [0.0, 1.0, 20.0]:
             assert risk.ltp.at(when) == pytest.approx(
