@@ -160,7 +160,13 @@ def make_delta(base: Path, share: float = 0.01) -> tuple[Path, int]:
 
 
 def bench_size(
-    size: str, work: Path, env: dict, delta: bool, timeout: float, server: str | None = None
+    size: str,
+    work: Path,
+    env: dict,
+    delta: bool,
+    timeout: float,
+    server: str | None = None,
+    spark: bool = False,
 ) -> dict:
     res: dict = {"size": size, "status": "ok", "errors": []}
     extracts, wh, out = work / "extracts", work / "wh" / "cryoreg.duckdb", work / "out"
@@ -218,6 +224,20 @@ def bench_size(
         ingest = m["stages"].get("ingest extracts")
         if ingest:
             res["ratio_ingest_read_csv"] = ingest / res["read_csv"]["inner_s"]
+
+        if spark:
+            # the same extracts on Spark (local mode, this machine's cores), a new warehouse
+            spark_wh, spark_out = work / "spark" / "cryoreg.duckdb", work / "spark-out"
+            m = step("spark", [CRYOREG, "run", "--extracts", str(extracts),
+                               "--warehouse", str(spark_wh), "--out", str(spark_out)],
+                     {"CRYOREG_ENGINE": "spark"})  # fmt: skip
+            m.update(stage_times(m["_output"], m["_launched"]))
+            spark_metrics = json.loads((spark_out / "metrics.json").read_text())
+            diffs = compare(spark_metrics, metrics)
+            m["metrics_match"], m["metrics_diffs"] = not diffs, diffs[:20]
+            m["ratio_duckdb"] = m["wall_s"] / res["pipeline"]["wall_s"]
+            m["ratio_reference"] = m["wall_s"] / res["reference"]["wall_s"]
+            res["spark"] = clean(m)
 
         if delta:
             folder, rows = make_delta(base)
@@ -423,6 +443,29 @@ def render(results: dict) -> str:
                     + (f" / {by_name[n['name']]:.2f}" if n["name"] in by_name else "")
                     for n in full[:8]
                 ]
+        sparked = [r for r in run["sizes"] if r.get("spark")]
+        if sparked:
+            lines += [
+                "",
+                "On Spark (`CRYOREG_ENGINE=spark`, local mode, a new warehouse), beside DuckDB:",
+                "",
+                "| size | DuckDB s | Spark s | Spark / DuckDB | Spark / reference |"
+                " Spark peak RSS MiB | Spark stages (ingest / dbt / hand-over / rest) |"
+                " metrics equal |",
+                "|---|---:|---:|---:|---:|---:|---|---|",
+            ]
+            for r in sparked:
+                m, st = r["spark"], r["spark"].get("stages", {})
+                parts = [st.get("ingest extracts"), st.get("dbt build"),
+                         st.get("hand over from Spark")]  # fmt: skip
+                rest = m["wall_s"] - sum(v or 0 for v in parts)
+                lines.append(
+                    f"| {r['size']} | {_f(r['pipeline']['wall_s'])} | {_f(m['wall_s'])} |"
+                    f" {_f(m['ratio_duckdb'], '{:.2f}')} | {_f(m['ratio_reference'], '{:.1f}')} |"
+                    f" {_f(m.get('peak_rss_mib'), '{:.0f}')} |"
+                    f" {' / '.join(_f(v) for v in [*parts, rest])} |"
+                    f" {'yes' if m.get('metrics_match') else 'NO'} |"
+                )
         for r in run["sizes"]:
             if m := r.get("pipeline_server"):
                 lines.append(
@@ -432,7 +475,8 @@ def render(results: dict) -> str:
                     f" {_f(m.get('stages', {}).get('dbt build'))} s).\n"
                 )
         for r in run["sizes"]:
-            for d in r.get("metrics_diffs", []) + r.get("delta_metrics_diffs", []):
+            spark_diffs = r.get("spark", {}).get("metrics_diffs", [])
+            for d in r.get("metrics_diffs", []) + r.get("delta_metrics_diffs", []) + spark_diffs:
                 lines.append(f"- {r['size']}: metrics differ: {d}")
             for e in r.get("errors", []):
                 lines.append(f"- {r['size']}: {e[:300]}")
@@ -448,6 +492,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep the files here (default: temp)")
     parser.add_argument("--results", type=Path, default=HERE / "results.json")
     parser.add_argument("--timeout", type=float, default=3600, help="per command, seconds")
+    parser.add_argument(
+        "--spark-sizes",
+        nargs="*",
+        default=["paper", "100000"],
+        help="sizes also run on Spark (CRYOREG_ENGINE=spark); none: skip Spark",
+    )
     parser.add_argument(
         "--no-server",
         action="store_true",
@@ -474,7 +524,9 @@ def main(argv: list[str] | None = None) -> int:
             work.mkdir(parents=True)
             print(f"size {size}: {work}", flush=True)
             url = server.url() if server else None
-            res = bench_size(size, work, env, not args.no_delta, args.timeout, url)
+            res = bench_size(
+                size, work, env, not args.no_delta, args.timeout, url, size in args.spark_sizes
+            )
             run["sizes"].append(res)
             if not args.workdir:
                 shutil.rmtree(work, ignore_errors=True)

@@ -165,3 +165,45 @@ def nights_in_runs(store: Path, nights: list, runs: list[list[int]], first_run: 
         if i < len(runs) - 1:
             con.close()
     return results, con
+
+
+def marts_differences(a: Path, b: Path) -> dict[str, tuple[int, int]]:
+    """Per marts table: rows only in a, rows only in b (EXCEPT ALL both ways)."""
+    with duckdb.connect() as con:
+        con.execute(f"attach '{a}' as a (read_only)")
+        con.execute(f"attach '{b}' as b (read_only)")
+        tables = {
+            db: sorted(
+                t
+                for (t,) in con.execute(
+                    "select table_name from information_schema.tables "
+                    "where table_catalog = ? and table_schema = 'marts'",
+                    [db],
+                ).fetchall()
+            )
+            for db in ("a", "b")
+        }
+        assert tables["a"] == tables["b"] and len(tables["a"]) >= 4
+        out = {}
+        for t in tables["a"]:
+            only_a, only_b = (
+                con.execute(
+                    f"select count(*) from (select * from {x}.marts.{t} "
+                    f"except all select * from {y}.marts.{t})"
+                ).fetchone()[0]
+                for x, y in (("a", "b"), ("b", "a"))
+            )
+            rows = con.execute(f"select count(*) from a.marts.{t}").fetchone()[0]
+            assert rows > 0, t
+            out[t] = (only_a, only_b)
+        return out
+
+
+def quarantine_rows(path: Path) -> list[tuple]:
+    """The quarantine's rows (extract, file, line, record id, reason) of a warehouse file."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        return sorted(
+            con.execute(
+                "select extract, file, line, record_id, reason_code from quarantine.rejected_rows"
+            ).fetchall()
+        )

@@ -22,8 +22,8 @@ import pytest
 from cryoreg.synth.faults import manifest_path
 from cryoreg.synth.nights import extract_dates
 
+from conftest import marts_differences, quarantine_rows, run_cryoreg, write_extract
 from conftest import metric_differences as differences
-from conftest import run_cryoreg, write_extract
 
 pytestmark = pytest.mark.xdist_group("nights")
 
@@ -73,46 +73,6 @@ def outcome(m: dict) -> dict:
 def query(path: Path, sql: str) -> list[tuple]:
     with duckdb.connect(str(path), read_only=True) as con:
         return con.execute(sql).fetchall()
-
-
-def marts_differences(a: Path, b: Path) -> dict[str, tuple[int, int]]:
-    """Per marts table: rows only in a, rows only in b (EXCEPT ALL both ways)."""
-    with duckdb.connect() as con:
-        con.execute(f"attach '{a}' as a (read_only)")
-        con.execute(f"attach '{b}' as b (read_only)")
-        tables = {
-            db: sorted(
-                t
-                for (t,) in con.execute(
-                    "select table_name from information_schema.tables "
-                    "where table_catalog = ? and table_schema = 'marts'",
-                    [db],
-                ).fetchall()
-            )
-            for db in ("a", "b")
-        }
-        assert tables["a"] == tables["b"] and len(tables["a"]) >= 4
-        out = {}
-        for t in tables["a"]:
-            only_a, only_b = (
-                con.execute(
-                    f"select count(*) from (select * from {x}.marts.{t} "
-                    f"except all select * from {y}.marts.{t})"
-                ).fetchone()[0]
-                for x, y in (("a", "b"), ("b", "a"))
-            )
-            rows = con.execute(f"select count(*) from a.marts.{t}").fetchone()[0]
-            assert rows > 0, t
-            out[t] = (only_a, only_b)
-        return out
-
-
-def quarantined(path: Path) -> list[tuple]:
-    return sorted(
-        query(
-            path, "select extract, file, line, record_id, reason_code from quarantine.rejected_rows"
-        )
-    )
 
 
 def test_night_by_night_gives_the_marts_of_all_at_once(loads):
@@ -183,7 +143,7 @@ def test_a_deleted_tumor_and_a_corrected_procedure_date_reach_the_marts(loads, t
 
 
 def test_same_rows_quarantined_as_the_manifest_says(loads):
-    nightly, once = quarantined(store(loads["nightly"])), quarantined(store(loads["once"]))
+    nightly, once = quarantine_rows(store(loads["nightly"])), quarantine_rows(store(loads["once"]))
     assert nightly == once and len(nightly) == len(set(nightly))
     expected = pl.concat(
         pl.read_csv(
@@ -217,14 +177,14 @@ def test_rerunning_the_last_night_is_a_no_op(loads, tmp_path):
     shutil.copy2(warehouse(nightly), before)
     log = sorted(query(before, "select * from audit.load_log"))
     accounting = sorted(query(before, "select * from audit.file_accounting"))
-    rejected = quarantined(before)
+    rejected = quarantine_rows(before)
     metrics_before = (nightly / "out" / "metrics.json").read_bytes()
     proc = run_cryoreg("run", cwd=nightly, env=ENV)
     assert "nothing new" in proc.stdout
     after = warehouse(nightly)
     assert sorted(query(after, "select * from audit.load_log")) == log
     assert sorted(query(after, "select * from audit.file_accounting")) == accounting
-    assert quarantined(after) == rejected
+    assert quarantine_rows(after) == rejected
     diffs = marts_differences(after, before)
     assert all(d == (0, 0) for d in diffs.values()), diffs
     # nothing is published: the outputs of the night before stay as they were

@@ -9,7 +9,7 @@
 
 {#- A number of days as years of 365.25 days (double precision). -#}
 {% macro days_to_years(days) -%}
-    (cast({{ days }} as double precision) / 365.25)
+    (cast({{ days }} as double) / 365.25)
 {%- endmacro %}
 
 {#- Completed years from start_date to end_date (age): the difference of the years, minus one

@@ -68,7 +68,7 @@
     {%- set id_column = registry_meta(name, 'id_column') or 'null' -%}
     with
 
-    ledger as not materialized (
+    ledger as {{ inlined() }} (
         {{ ledger_rows(name) }}
     ),
 
@@ -103,9 +103,7 @@
 {#- A problem of a row: (column, its value, reason code, message), or null when there is
     none. -#}
 {% macro problem(column, value, code, message, test) -%}
-    case when {{ test }} then struct_pack(
-        col := '{{ column }}', val := {{ value }}, code := '{{ code }}', msg := '{{ message }}'
-    ) end
+    case when {{ test }} then {{ problem_struct(column, value, code, message) }} end
 {%- endmacro %}
 
 {#- Every problem a ledger row has against the contract, in column order: missing required
@@ -152,18 +150,14 @@
     {%- set malformed = problem('_row', '_raw_text', 'malformed_row', "' || _read_error || '",
         '_read_error is not null') -%}
     case
-        when _read_error is not null then [{{ malformed }}]
-        {%- if tests %}
-        else list_filter([{{ tests | join(',\n') }}], lambda found: found is not null)
-        {%- else %}
-        else []
-        {%- endif %}
+        when _read_error is not null then {{ problem_list([malformed]) }}
+        else {{ present_problems(tests or [no_problem()]) }}
     end
 {%- endmacro %}
 
 {#- A date in ISO form (YYYY-MM-DD), or null when the text is not one. -#}
 {% macro parsed_date(column) -%}
-    case when regexp_full_match({{ column }}, '\d{4}-\d{2}-\d{2}')
+    case when {{ full_match(column, '[0-9]{4}-[0-9]{2}-[0-9]{2}') }}
         then try_cast({{ column }} as date) end
 {%- endmacro %}
 
@@ -171,10 +165,10 @@
     thousands separator), or null when the text is not one. -#}
 {% macro parsed_number(column, kind) -%}
     {%- if kind == 'integer' -%}
-        case when regexp_full_match({{ column }}, '[+-]?[0-9]+')
+        case when {{ full_match(column, '[+-]?[0-9]+') }}
             then try_cast({{ column }} as bigint) end
     {%- else -%}
-        case when regexp_full_match({{ column }}, '[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)')
+        case when {{ full_match(column, '[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)') }}
             then try_cast({{ column }} as double) end
     {%- endif -%}
 {%- endmacro %}

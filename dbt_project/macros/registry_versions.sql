@@ -35,14 +35,14 @@
             {{ key }},
             max(_version_order) as _current_order
         from ordered
-        where len(_problems) = 0 and _reference_problem is null
+        where {{ problem_count('_problems') }} = 0 and _reference_problem is null
         group by {{ key }}
     )
 
     select
         ordered.*,
         case
-            when len(ordered._problems) > 0 then 'quarantined'
+            when {{ problem_count('ordered._problems') }} > 0 then 'quarantined'
             when current_versions._current_order is null then 'quarantined'
             when ordered._version_order > current_versions._current_order then 'quarantined'
             when ordered._version_order < current_versions._current_order then 'superseded'

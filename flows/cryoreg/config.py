@@ -78,6 +78,43 @@ def pseudonym_key() -> str:
     return DEMO_PSEUDONYM_KEY
 
 
+ENGINES = ("duckdb", "spark")
+
+
+def engine() -> str:
+    """Where the warehouse is built: "duckdb" (an embedded file, the default) or "spark"."""
+    name = os.environ.get("CRYOREG_ENGINE", "duckdb").strip().lower() or "duckdb"
+    if name not in ENGINES:
+        raise ConfigurationError(f"CRYOREG_ENGINE={name!r}: expected one of {', '.join(ENGINES)}")
+    return name
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """The Spark session a run builds on: its master (local[*] on one machine, a cluster's URL
+    in production), the warehouse folder its tables are written to, the metastore that names
+    them, and the database analysts read."""
+
+    master: str
+    warehouse_dir: str
+    metastore_dir: str
+    published_db: str
+
+
+def spark_settings(warehouse: Path) -> SparkSettings:
+    """CRYOREG_SPARK_MASTER, CRYOREG_SPARK_WAREHOUSE_DIR, CRYOREG_SPARK_METASTORE_DIR and
+    CRYOREG_SPARK_DATABASE; the folders default to beside the store (cryoreg.store.spark/),
+    whether `warehouse` is the published file's path or the store's."""
+    store = warehouse if warehouse.stem.endswith(".store") else store_path(warehouse)
+    base = store.with_name(f"{store.stem}.spark")
+    return SparkSettings(
+        master=os.environ.get("CRYOREG_SPARK_MASTER") or "local[*]",
+        warehouse_dir=os.environ.get("CRYOREG_SPARK_WAREHOUSE_DIR") or str(base / "tables"),
+        metastore_dir=os.environ.get("CRYOREG_SPARK_METASTORE_DIR") or str(base / "metastore"),
+        published_db=os.environ.get("CRYOREG_SPARK_DATABASE") or "cryoreg",
+    )
+
+
 def quarantine_limit() -> float:
     """Largest share of a file's rows that may be quarantined before the run fails."""
     raw = os.environ.get("CRYOREG_QUARANTINE_LIMIT", "")

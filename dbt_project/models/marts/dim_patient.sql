@@ -2,6 +2,8 @@
 -- first procedure, number of procedures and overall survival. Keyed by the pseudonymous
 -- patient_key; no MRN, name or birth date. Registry patients without a live procedure are not
 -- part of the cohort and stay in staging.
+{{ config(contract=mart_contract()) }}
+
 with
 
 patients as (

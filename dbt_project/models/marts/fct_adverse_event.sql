@@ -1,6 +1,8 @@
 -- One row per adverse event: onset day relative to its procedure, CTCAE grade and whether it
 -- falls in the 30-day window. The free-text description is left out (it may hold
 -- identifiers).
+{{ config(contract=mart_contract()) }}
+
 with
 
 adverse_events as (

@@ -1,5 +1,7 @@
 -- One row per cryoablation session with its size group and 30-day adverse-event outcome; the
 -- unit of analysis for adverse events in Glazer et al. AJR 2017.
+{{ config(contract=mart_contract()) }}
+
 with
 
 procedures as (

@@ -1,6 +1,8 @@
 -- One row per treated tumor with its outcomes (technical success, technique efficacy, local
 -- tumor progression, follow-up, death as a competing risk); the unit of analysis of Glazer et
 -- al. AJR 2017.
+{{ config(contract=mart_contract()) }}
+
 with
 
 tumors as (

@@ -1,5 +1,7 @@
 -- The tumor inclusion flowchart (all treated -> technical success evaluable -> technique
 -- efficacy evaluable), one row per step, for the report.
+{{ config(contract=mart_contract()) }}
+
 with
 
 steps as (

@@ -176,6 +176,11 @@ def run(
 ) -> int:
     _check_run_paths(extracts, warehouse, out)
     config.pseudonym_key()  # refuse early in production without a key
+    spark = config.engine() == "spark"
+    if spark:
+        from cryoreg.engine import spark as engine
+
+        engine.check_installed()
     # one run per warehouse, taken before Prefect starts: a refused run costs nothing
     with runlock.hold(warehouse, wait=wait, on_wait=_say_waiting):
         _Stop.warehouse, _Stop.before = warehouse, _fingerprint(warehouse)
@@ -184,6 +189,8 @@ def run(
             from cryoreg.flows import prefect_api
 
             api = prefect_api.start()  # its start-up overlaps the imports below
+            if spark:
+                engine.warm_up(warehouse.resolve())  # and the JVM's
             from cryoreg.flows import nightly
 
             prefect_api.use(api, preload=nightly.STAGE_IMPORTS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,6 +69,18 @@ def connect(work: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     return con
 
 
+@contextmanager
+def ledger_connection(paths: config.RunPaths, key: str):
+    """Where the ledger and its run log live: the DuckDB store, or Spark (CRYOREG_ENGINE)."""
+    if config.engine() == "spark":
+        from cryoreg.engine import spark as engine
+
+        yield engine.SparkConnection(engine.session(paths.warehouse, key))
+    else:
+        with publish.open_store(paths) as con:
+            yield con
+
+
 def transient(task, task_run, state) -> bool:
     """Retry only what can pass on a second try (file locks, I/O); data errors fail at once."""
     try:
@@ -84,11 +97,15 @@ RETRY = {"retries": 2, "retry_delay_seconds": 20, "retry_condition_fn": transien
 
 @task(name="ingest extracts", cache_policy=NO_CACHE)
 @detached
-def ingest_stage(paths: config.RunPaths, run_id: str) -> landing.IngestResult:
+def ingest_stage(paths: config.RunPaths, run_id: str, key: str) -> landing.IngestResult:
     """Land new extract folders in the registry's ledger."""
     logger = get_run_logger()
-    with publish.open_store(paths) as con:
-        result = landing.ingest(con, paths.extracts, run_id)
+    with ledger_connection(paths, key) as con:
+        spark = getattr(con, "spark", None)
+        if spark is not None:  # the store (owner-only) keeps the audit history on Spark too
+            with publish.open_store(paths) as store:
+                ledger.ensure_audit(store)
+        result = landing.ingest(con, paths.extracts, run_id, spark=spark)
     for acc in result.files:
         logger.info("%s: read %d rows", acc.file, acc.read)
     for warning in result.warnings:
@@ -116,6 +133,19 @@ def transform_stage(store: Path, key: str, full_refresh: bool = False) -> transf
     for warning in summary.warned:
         logger.warning("dbt: %s", warning)
     return summary
+
+
+@task(name="hand over from Spark", cache_policy=NO_CACHE)
+@detached
+def hand_over_stage(paths: config.RunPaths, key: str, run_id: str) -> None:
+    """On Spark: copy what the night's checks, statistics and report read (the marts, the
+    quarantine, the night's ledger rows and versions) into the DuckDB store as Arrow."""
+    from cryoreg.engine import spark as engine
+
+    with publish.open_store(paths) as con:
+        ledger.ensure_audit(con)
+        handed = engine.hand_over(engine.session(paths.warehouse, key), con, run_id)
+    get_run_logger().info("handed over from Spark: %d rows", sum(handed.values()))
 
 
 @task(name="data quality", cache_policy=NO_CACHE)
@@ -200,12 +230,25 @@ def publish_stage(
 ) -> list[Path]:
     """Atomically replace the published warehouse, move the outputs into place, and count
     the night's ledger rows (and its outcomes in the history) from now on."""
+    spark = None
+    if config.engine() == "spark":
+        from cryoreg.engine import spark as engine
+        from cryoreg.publish import spark_views
+
+        spark = engine.session(paths.warehouse, config.pseudonym_key())
+        database = config.spark_settings(paths.warehouse).published_db
+        spark_views.write_tables(spark, candidate, database, run_id)
     published = publish.publish(paths, candidate, staged_out)
+    if spark is not None:
+        spark_views.switch_views(spark, database, run_id)
     with publish.open_store(paths) as con:
         con.execute("begin")
         trends.append(con, night)
-        ledger.record_event(con, run_id, "published")
+        if spark is None:
+            ledger.record_event(con, run_id, "published")
         con.execute("commit")
+    if spark is not None:
+        ledger.record_event(engine.SparkConnection(spark), run_id, "published")
     return published
 
 
@@ -214,6 +257,9 @@ def history_stage(store: Path, key: str) -> None:
     """Record the published night's quarantine in its history (quarantine.snp_rejected_rows).
     The night is published already: a failure here is a warning, and the next night's
     snapshot records the rows still held back then."""
+    if config.engine() == "spark":  # a snapshot merges rows: Spark needs Delta Lake for it
+        get_run_logger().info("quarantine history: kept on DuckDB only")
+        return
     try:
         transform.snapshot_quarantine(store, key)
     except transform.TransformError as exc:
@@ -280,10 +326,10 @@ def _night(
     out_existed = paths.out.exists()
     staged_out = paths.out / f".run-{run_id}"  # created when the first output is written
     try:
-        landed = ingest_stage(paths, run_id)
+        landed = ingest_stage(paths, run_id, key)
         if nothing_new(paths, landed, key, full_refresh):
             get_run_logger().info("nothing new: no extract folder to load; nothing published")
-            _end(paths, run_id, "nothing_new")
+            _end(paths, key, run_id, "nothing_new")
             return {
                 "metrics": None,
                 "published": [],
@@ -292,6 +338,8 @@ def _night(
                 "skipped": landed.skipped,
             }
         dbt_summary = transform_stage(paths.store, key, full_refresh)
+        if config.engine() == "spark":
+            hand_over_stage(paths, key, run_id)
         staged_out.mkdir(parents=True)
         data_quality = quality_stage(paths, run_id, landed, dbt_summary, staged_out)
         with publish.open_store(paths) as con:
@@ -320,7 +368,7 @@ def _night(
         publish.discard_staged_out(staged_out)
         if not out_existed and paths.out.is_dir() and not any(paths.out.iterdir()):
             paths.out.rmdir()  # a failed first night leaves no empty folder behind
-        _end(paths, run_id, "failed")
+        _end(paths, key, run_id, "failed")
         raise
     return {
         "metrics": metrics,
@@ -345,14 +393,14 @@ def nothing_new(
     fingerprint = transform.build_fingerprint(key)
     if transform.full_refresh_reason(paths.store, fingerprint, False) is not None:
         return False
-    with publish.open_store(paths) as con:
+    with ledger_connection(paths, key) as con:
         return ledger.previous_run_ended_well(con, landed.run_id)
 
 
-def _end(paths: config.RunPaths, run_id: str, event: str) -> None:
+def _end(paths: config.RunPaths, key: str, run_id: str, event: str) -> None:
     """Record how the run ended (best effort: a failure here must not hide the run's own)."""
     try:
-        with publish.open_store(paths) as con:
+        with ledger_connection(paths, key) as con:
             ledger.record_event(con, run_id, event)
     except Exception:  # noqa: BLE001 - the run's own error (if any) is the one to report
         pass

@@ -67,6 +67,18 @@ def read_header(path: Path, label: str) -> list[str]:
     return [n.strip().lower() for n in names]
 
 
+def checked_header(path: Path, spec: ExtractFile, label: str) -> list[str]:
+    """The file's header, which must hold every required column of the contract, once."""
+    header = read_header(path, label)
+    missing = [c for c in spec.required_names if c not in header]
+    if missing:
+        raise RegistryInputError(f"{label}: missing required column {', '.join(missing)}")
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise RegistryInputError(f"{label}: column {', '.join(dupes)} appears more than once")
+    return header
+
+
 def _land_file(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -77,13 +89,7 @@ def _land_file(
     loaded_at: datetime,
 ) -> FileAccount:
     """Append one CSV's rows to raw.<table>, text as received, checking its header first."""
-    header = read_header(path, label)
-    missing = [c for c in spec.required_names if c not in header]
-    if missing:
-        raise RegistryInputError(f"{label}: missing required column {', '.join(missing)}")
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes:
-        raise RegistryInputError(f"{label}: column {', '.join(dupes)} appears more than once")
+    header = checked_header(path, spec, label)
     account = FileAccount(extract, label)
     account.unknown_columns = [h for h in header if h not in spec.column_names]
     positional = {f"c{i}": "VARCHAR" for i in range(len(header))}
@@ -192,17 +198,22 @@ def _csv_reason(message: str) -> str:
 
 
 def ingest(
-    con: duckdb.DuckDBPyConnection, root: Path, run_id: str, loaded_at: datetime | None = None
+    con: duckdb.DuckDBPyConnection,
+    root: Path,
+    run_id: str,
+    loaded_at: datetime | None = None,
+    spark=None,
 ) -> IngestResult:
-    """Land every extract folder not loaded by a published run, oldest first."""
-    ensure_store(con)
+    """Land every extract folder not loaded by a published run, oldest first: into the DuckDB
+    store, or with `spark` (con then a SparkConnection) into the ledger on Spark."""
+    ensure_store(con, spark=spark is not None)
     warnings: list[str] = []
     extracts = discover_extracts(root, warnings)
     already = check_load_log(con, extracts)
     result = IngestResult(run_id, extracts, [], [], [], warnings)
     loaded_at = loaded_at or datetime.now()
     new = [e for e in extracts if e.name not in already]
-    if new:  # the ledger and its staging grow by about three times the text they land
+    if new and spark is None:  # the ledger and its staging grow by ~3x the text they land
         (store,) = con.execute(
             "select path from duckdb_databases() where database_name = current_database()"
         ).fetchone()
@@ -223,7 +234,12 @@ def ingest(
             if not path.exists():
                 continue
             label = f"{ext.name}/{spec.file_name}"
-            account = _land_file(con, path, spec, ext.name, label, run_id, loaded_at)
+            if spark is None:
+                account = _land_file(con, path, spec, ext.name, label, run_id, loaded_at)
+            else:
+                from cryoreg.ingest.spark_landing import land_file
+
+                account = land_file(spark, path, spec, ext.name, label, run_id, loaded_at)
             if account.unknown_columns:
                 result.warnings.append(
                     f"{label}: unknown column(s) ignored: {', '.join(account.unknown_columns)}"

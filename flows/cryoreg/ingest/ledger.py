@@ -17,27 +17,40 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def ensure_store(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the ledger (raw.*), the run log and the audit tables on first use."""
+def ensure_store(con, spark: bool = False) -> None:
+    """Create the ledger (raw.*), the run log and the load log on first use (in the DuckDB
+    store, or on Spark as Parquet tables), and the store's audit tables."""
+    text = "string" if spark else "varchar"
+    quote = (lambda name: f"`{name}`") if spark else ident
     for schema in ("raw", "audit"):
         con.execute(f"create schema if not exists {schema}")
     for spec in FILES:
-        cols = ", ".join(f"{ident(c)} varchar" for c in spec.column_names)
+        cols = ", ".join(f"{quote(c)} {text}" for c in spec.column_names)
         con.execute(
             f"create table if not exists raw.{spec.entity} ({cols}, _extract_date date, "
-            "_source_file varchar, _source_line bigint, _run_id varchar, _loaded_at timestamp, "
-            "_raw_text varchar, _read_error varchar)"
+            f"_source_file {text}, _source_line bigint, _run_id {text}, _loaded_at timestamp, "
+            f"_raw_text {text}, _read_error {text})"
         )
-        for added in ("_raw_text", "_read_error"):  # a ledger from before malformed lines
-            con.execute(f"alter table raw.{spec.entity} add column if not exists {added} varchar")
+        if not spark:
+            for added in ("_raw_text", "_read_error"):  # a ledger from before malformed lines
+                con.execute(
+                    f"alter table raw.{spec.entity} add column if not exists {added} varchar"
+                )
     con.execute(
-        """create table if not exists raw.run_events (
-            run_id varchar, event varchar, event_at timestamp)"""
+        f"""create table if not exists raw.run_events (
+            run_id {text}, event {text}, event_at timestamp)"""
     )
     con.execute(
-        """create table if not exists audit.load_log (
-            extract varchar, content_hash varchar, run_id varchar, loaded_at timestamp)"""
+        f"""create table if not exists audit.load_log (
+            extract {text}, content_hash {text}, run_id {text}, loaded_at timestamp)"""
     )
+    if not spark:
+        ensure_audit(con)
+
+
+def ensure_audit(con: duckdb.DuckDBPyConnection) -> None:
+    """The store's own audit tables (file accounting), on either engine kept in DuckDB."""
+    con.execute("create schema if not exists audit")
     con.execute(
         """create table if not exists audit.file_accounting (
             run_id varchar, extract varchar, file varchar, rows_read bigint,

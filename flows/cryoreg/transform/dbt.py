@@ -64,12 +64,9 @@ def full_refresh_reason(warehouse: Path, fingerprint: str, forced: bool) -> str 
     """
     if forced:
         return "requested (--full-refresh)"
+    if not _staging_built(warehouse):
+        return None  # the first build is a full one anyway
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        built = con.execute(
-            "select count(*) from information_schema.tables where table_schema = 'staging'"
-        ).fetchone()[0]
-        if not built:
-            return None  # the first build is a full one anyway
         logged = con.execute(
             "select count(*) from information_schema.tables "
             "where table_schema = 'audit' and table_name = 'dbt_builds'"
@@ -86,6 +83,25 @@ def full_refresh_reason(warehouse: Path, fingerprint: str, forced: bool) -> str 
     if last[0] != fingerprint:
         return "the dbt project or the pseudonym key changed since the last build"
     return None
+
+
+def _staging_built(store: Path) -> bool:
+    """Whether staging exists (in the DuckDB store, or on Spark)."""
+    if config.engine() == "spark":
+        from cryoreg.engine import spark as engine
+
+        return engine.table_exists(engine.session(store, config.pseudonym_key()), STAGED)
+    if not store.exists():
+        return False
+    with duckdb.connect(str(store), read_only=True) as con:
+        return bool(
+            con.execute(
+                "select count(*) from information_schema.tables where table_schema = 'staging'"
+            ).fetchone()[0]
+        )
+
+
+STAGED = "staging.stg_registry__patients"
 
 
 def log_build(warehouse: Path, fingerprint: str, summary: DbtSummary) -> None:
@@ -175,6 +191,11 @@ def _invoke(warehouse: Path, pseudonym_key: str, command: list[str]):
 
     os.environ["CRYOREG_WAREHOUSE_PATH"] = str(warehouse)
     os.environ["CRYOREG_PSEUDONYM_KEY"] = pseudonym_key
+    os.environ["CRYOREG_ENGINE"] = config.engine()
+    if config.engine() == "spark":  # dbt-spark's session method takes the session started here
+        from cryoreg.engine import spark as engine
+
+        engine.session(warehouse, pseudonym_key)
     project = str(config.project_folder("dbt_project"))
     args = [*command, "--project-dir", project, "--profiles-dir", project]
     state = config.dbt_state_dir(warehouse)

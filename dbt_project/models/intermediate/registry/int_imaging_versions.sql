@@ -17,12 +17,12 @@ judged as (
     select
         versions.*,
         case
-            when versions._is_deleted or len(versions._problems) > 0 then null
+            when versions._is_deleted or {{ problem_count('versions._problems') }} > 0 then null
             when tumors.tumor_key is null
                 then {{ problem('tumor_id', 'versions.tumor_key', 'orphan',
                     'no such tumor_id in tumors', 'true') }}
             when versions.imaging_date < tumors.procedure_date
-                then {{ problem('imaging_date', 'cast(versions.imaging_date as varchar)',
+                then {{ problem('imaging_date', 'cast(versions.imaging_date as string)',
                     'impossible_date', 'imaging before its procedure', 'true') }}
         end as _reference_problem
     from versions

@@ -7,7 +7,7 @@ with
 judged as (
     select
         counted.*,
-        cast(null as struct(col varchar, val varchar, code varchar, msg varchar))
+        {{ no_problem() }}
             as _reference_problem
     from ({{ counted_rows(ref('stg_registry__patients')) }}) as counted
 ),

@@ -17,12 +17,12 @@ judged as (
     select
         versions.*,
         case
-            when versions._is_deleted or len(versions._problems) > 0 then null
+            when versions._is_deleted or {{ problem_count('versions._problems') }} > 0 then null
             when patients.patient_key is null
                 then {{ problem('patient_mrn', 'versions.patient_mrn', 'orphan',
                     'no such patient_mrn in patients', 'true') }}
             when versions.procedure_date < patients.birth_date
-                then {{ problem('procedure_date', 'cast(versions.procedure_date as varchar)',
+                then {{ problem('procedure_date', 'cast(versions.procedure_date as string)',
                     'impossible_date', 'procedure before birth', 'true') }}
         end as _reference_problem
     from versions

@@ -16,7 +16,7 @@ judged as (
     select
         versions.*,
         case
-            when versions._is_deleted or len(versions._problems) > 0 then null
+            when versions._is_deleted or {{ problem_count('versions._problems') }} > 0 then null
             when procedures.procedure_key is null
                 then {{ problem('procedure_id', 'versions.procedure_key', 'orphan',
                     'no such procedure_id in procedures', 'true') }}

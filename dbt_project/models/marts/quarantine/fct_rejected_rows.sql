@@ -21,11 +21,11 @@ rejected as (
         select
             '{{ table }}' as entity,
             versions.{{ id_column }} as record_id,
-            {{ 'versions.' ~ patient_key if patient_key != 'null' else 'cast(null as varchar)' }}
+            {{ 'versions.' ~ patient_key if patient_key != 'null' else 'cast(null as string)' }}
                 as patient_key,
             case
-                when len(versions._problems) > 0 then versions._problems
-                else [versions._reference_problem]
+                when {{ problem_count('versions._problems') }} > 0 then versions._problems
+                else {{ problem_list(['versions._reference_problem']) }}
             end as problems,
             versions._run_id,
             versions._extract_date,
@@ -40,23 +40,19 @@ rejected as (
 shaped as (
     select
         rejected._run_id as run_id,
-        strftime(rejected._extract_date, '%Y-%m-%d') as extract,  -- noqa: RF04
+        cast(rejected._extract_date as string) as extract,  -- noqa: RF04
         rejected._source_file as file,  -- noqa: RF04
         rejected._source_line as line,  -- noqa: RF04
         rejected.entity,
         rejected.record_id,
         rejected.patient_key,
-        rejected.problems[1].col as column_name,
-        rejected.problems[1].val as raw_value,
-        rejected.problems[1].code as reason_code,
-        array_to_string(
-            list_transform(
-                rejected.problems,
-                lambda found: found.col || ': ' || found.msg
-                || coalesce(' ''' || found.val || '''', '')
-            ),
-            '; '
-        ) as reason,
+        {{ first_problem('rejected.problems') }}.col as column_name,
+        {{ first_problem('rejected.problems') }}.val as raw_value,
+        {{ first_problem('rejected.problems') }}.code as reason_code,
+        {{ problems_text(
+            'rejected.problems',
+            "found.col || ': ' || found.msg || coalesce(' ''' || found.val || '''', '')"
+        ) }} as reason,
         rejected.problems
     from rejected
 )

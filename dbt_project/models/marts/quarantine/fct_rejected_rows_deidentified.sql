@@ -7,6 +7,17 @@
 
 {%- set tables = ['patients', 'procedures', 'tumors', 'imaging', 'adverse_events'] %}
 
+{#- A problem's value as the reason text shows it: empty where it identifies a person. -#}
+{%- set hidden = [] %}
+{%- for table in tables %}
+    {%- do hidden.append(
+        "when rejected.entity = '" ~ table ~ "' and found.col in ("
+        ~ identifying_columns(table) ~ ") then ''"
+    ) %}
+{%- endfor %}
+{%- set shown_value = 'case ' ~ hidden | join(' ')
+    ~ " else coalesce(' ''' || found.val || '''', '') end" %}
+
 with
 
 rejected as (
@@ -32,20 +43,8 @@ redacted as (
             else raw_value
         end as raw_value,
         rejected.reason_code,
-        array_to_string(
-            list_transform(
-                rejected.problems,
-                lambda found: found.col || ': ' || found.msg
-                || case
-                    {%- for table in tables %}
-                        when rejected.entity = '{{ table }}'
-                            and found.col in ({{ identifying_columns(table) }}) then ''
-                    {%- endfor %}
-                    else coalesce(' ''' || found.val || '''', '')
-                end
-            ),
-            '; '
-        ) as reason
+        {{ problems_text('rejected.problems', "found.col || ': ' || found.msg || " ~ shown_value) }}
+            as reason
     from rejected
 )
 

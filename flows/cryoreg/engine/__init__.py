@@ -1,0 +1,1 @@
+"""Where the warehouse is built: DuckDB (embedded, the default) or Apache Spark."""
