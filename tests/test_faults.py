@@ -211,7 +211,7 @@ def test_file_level_problems_stop_the_run_and_keep_the_warehouse(runs, tmp_path)
     }  # fmt: skip
     expected = {
         "missing_column": "2015-01-01/tumors.csv: missing required column diameter_mm",
-        "not_utf8": "2015-01-01/patients.csv: not UTF-8 text",
+        "not_utf8": "2015-01-01/patients.csv: not a valid UTF-8 CSV file",
         "not_utf8_deep": "2015-01-01/patients.csv: not a valid UTF-8 CSV file",
         "empty_root": "holds no extract folder",
         "over_limit": "2015-01-01/imaging.csv: 5 of 20 rows quarantined (25.0%), above the "

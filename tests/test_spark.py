@@ -27,7 +27,6 @@ from conftest import (
     metric_differences,
     quarantine_rows,
     run_cryoreg,
-    write_extract,
 )
 
 pytestmark = pytest.mark.spark
@@ -112,6 +111,10 @@ def nights_on_both(tmp_path_factory):
     base = tmp_path_factory.mktemp("spark-nights")
     scale = ["--profile", "scale", "--patients", "300"]
     run_cryoreg("synth", "registry", *scale, "--nights", str(NIGHTS), "--faults", "0.02", cwd=base)
+    # a line with too few fields: held back as malformed_row on both engines, at the same line
+    last = base / "registry" / extract_dates(NIGHTS)[-1] / "imaging.csv"
+    with last.open("a", encoding="utf-8") as handle:
+        handle.write("IMG-MALFORMED,short\n")
     sites = {}
     for engine, env in (("duckdb", FAULTY), ("spark", {**FAULTY, **SPARK})):
         site = base / engine
@@ -130,6 +133,7 @@ def test_faults_and_nights_give_the_same_warehouse_on_both_engines(nights_on_bot
     assert all(d == (0, 0) for d in diffs.values()), diffs
     held = quarantine_rows(spark)
     assert held == quarantine_rows(duck) and len(held) > 10
+    assert sum(1 for row in held if row[-1] == "malformed_row") == 1
     assert not metric_differences(
         outcome(metrics(nights_on_both["spark"])), outcome(metrics(nights_on_both["duckdb"]))
     )
@@ -141,9 +145,12 @@ def test_a_failed_night_on_spark_leaves_the_published_one(nights_on_both):
     published = site / "warehouse" / "cryoreg.duckdb"
     before = published.read_bytes()
     run_id = metrics(site)["run"]["run_id"]
-    write_extract(site / "extracts", "2099-01-01", {"tumors.csv": "tumor_id,procedure_id\nT1,P1\n"})
+    folder = site / "extracts" / "2099-01-01"
+    folder.mkdir()
+    header = b"tumor_id,procedure_id,origin,histology,liver_segment,diameter_mm,technical_result\n"
+    (folder / "tumors.csv").write_bytes(header + b"T1,P1,primary,hcc,1,2\xff0,complete\n")
     proc = run_cryoreg("run", cwd=site, env={**FAULTY, **SPARK}, check=False)
     assert proc.returncode == 1
-    assert "missing required column" in proc.stderr
+    assert "2099-01-01/tumors.csv: not a valid UTF-8 CSV file" in proc.stderr, proc.stderr
     assert published.read_bytes() == before
     assert spark_query(site, "select run_id from cryoreg.published_run") == [[run_id]]

@@ -92,9 +92,25 @@ def _start(settings: config.SparkSettings):
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .enableHiveSupport()
     )
-    spark = builder.getOrCreate()
+    # the JVM's own start-up lines (log4j's profile, host and library warnings) go to a log
+    # file beside the tables, not to the terminal, where a run prints one line on failure
+    with _stderr_to(metastore.parent / "spark.log"):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+@contextlib.contextmanager
+def _stderr_to(log: Path):
+    """Point file descriptor 2 at `log` while the JVM is launched (it inherits it for life)."""
+    saved = os.dup(2)
+    try:
+        with log.open("ab") as handle:
+            os.dup2(handle.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def set_key(spark, pseudonym_key: str) -> None:

@@ -54,9 +54,10 @@ def _sql_str(value: str) -> str:
 
 def read_header(path: Path, label: str) -> list[str]:
     """Normalised header names (trimmed, lower case); the file must be UTF-8 CSV."""
+    with path.open("rb") as handle:  # the header line alone: a bad byte below it is the body's
+        raw = handle.readline(MAX_LINE_BYTES)
     try:
-        with path.open("r", encoding="utf-8-sig", newline="") as handle:
-            first = handle.readline(MAX_LINE_BYTES)
+        first = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         first, reason = None, f"invalid byte at position {exc.start} of the header"
     if first is None:  # raised outside the except block: no frames holding the connection
