@@ -126,6 +126,7 @@ def quality_stage(
     landed: landing.IngestResult,
     dbt_summary: transform.DbtSummary,
     staged_out: Path,
+    night: str,
 ) -> quality.QualityStatus:
     """Account for every row, then record every check of the night in audit.check_results;
     fail on the quarantine limit or a fatal check."""
@@ -151,7 +152,7 @@ def quality_stage(
             quality.ingest_results(con, run_id, limit),
             quality.dbt_results(dbt_summary.results),
             marts.check_marts(con),
-            expectations.run_suites(con, run_id, staged_out / "data_docs"),
+            expectations.run_suites(con, run_id, staged_out / "data_docs", run_name=night),
         ):
             recorded += quality.record(con, run_id, results, known)
     status = quality.run_status(recorded)
@@ -293,7 +294,9 @@ def _night(
             }
         dbt_summary = transform_stage(paths.store, key, full_refresh)
         staged_out.mkdir(parents=True)
-        data_quality = quality_stage(paths, run_id, landed, dbt_summary, staged_out)
+        data_quality = quality_stage(
+            paths, run_id, landed, dbt_summary, staged_out, _night_name(started, run_id)
+        )
         with publish.open_store(paths) as con:
             trends.ensure_table(con)  # the history's table, published even before a first row
         publish.build_candidate(paths, run_id)
@@ -327,6 +330,11 @@ def _night(
         "published": [str(p) for p in published],
         "warehouse": str(paths.warehouse),
     }
+
+
+def _night_name(started: datetime, run_id: str) -> str:
+    """The night as its kept outputs name it: start date (UTC) and the run id's first 8."""
+    return trends.folder({"started_at": started, "run_id": run_id})
 
 
 def slowest_nodes(results: list[dict], keep: int = 12) -> list[dict]:
