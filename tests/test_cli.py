@@ -23,7 +23,15 @@ from conftest import CRYOREG, REPO, run_cryoreg
 
 pytestmark = pytest.mark.xdist_group("paper")
 
-STAGES = ("ingest extracts", "dbt build", "data quality", "analyze", "report", "publish")
+STAGES = (
+    "ingest extracts",
+    "source freshness",
+    "dbt build",
+    "data quality",
+    "analyze",
+    "report",
+    "publish",
+)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -105,6 +113,13 @@ def test_run_off_a_terminal_prints_the_plain_log_and_summary(paper_site):
     assert re.search(
         r"^data quality: passed \(\d+ checks: \d+ passed, 0 warned, 0 failed", stdout, re.M
     )
+    # every file was loaded by this run, seconds ago
+    assert re.search(
+        r"^registry freshness: passed \(5 files, newest rows at most 0\.\d h old; "
+        r"warn after 48 h, error after 168 h\)$",
+        stdout,
+        re.M,
+    ), stdout
     # the total counts the start-up too: at least from the first line of the run's log (the
     # temporary Prefect server starting) to the flow's last
     stamps = [

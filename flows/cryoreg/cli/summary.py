@@ -17,7 +17,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from cryoreg.report.text import check_counts, p_text, proportion_text
+from cryoreg.report.text import age_text, check_counts, p_text, proportion_text
 
 
 def render(result: dict, seconds: float) -> str:
@@ -27,6 +27,7 @@ def render(result: dict, seconds: float) -> str:
         lines += [
             "nothing new: every extract folder is loaded already and the code is unchanged;",
             f"the published warehouse stays as it is ({result['warehouse']})",
+            *_quality_lines(result.get("data_quality")),
             f"finished in {seconds:.1f} s",
         ]
         return "\n".join(lines)
@@ -59,12 +60,46 @@ def render(result: dict, seconds: float) -> str:
         f"any / major AE         {proportion_text(ae['any'])} / {proportion_text(ae['major'])}",
         f"log-rank (LTP-free)    p {p_text(metrics['ltp_free_survival'].get('logrank_p'))}",
         "",
-        data_quality_line(metrics.get("run", {}).get("data_quality")),
+        *_quality_lines(metrics.get("run", {}).get("data_quality")),
         f"warehouse  {result['warehouse']}",
     ]
     lines += [f"output     {p}" for p in result["published"]]
     lines.append(f"finished in {seconds:.1f} s")
     return "\n".join(lines)
+
+
+def _quality_lines(status: dict | None) -> list[str]:
+    line = freshness_line(status)
+    return ([line] if line else []) + [data_quality_line(status)]
+
+
+def freshness_line(status: dict | None) -> str | None:
+    """The registry's source freshness in one line: how old each file's newest rows are (the
+    stale ones by name) against the thresholds; None when it was not checked."""
+    fresh = (status or {}).get("freshness")
+    if not fresh:
+        return None
+    limits = ", ".join(
+        f"{word} after {fresh[key]} h"
+        for word, key in (("warn", "warn_after_hours"), ("error", "error_after_hours"))
+        if fresh.get(key)
+    )
+    sources = fresh["sources"]
+    stale = [s for s in sources if s["kind"] in ("warned", "failed")]
+    ages = [s["age_hours"] for s in sources if s["age_hours"] is not None]
+    if stale:
+        what = ", ".join(
+            f"{s['source'].rsplit('.', 1)[-1]} {age_text(s['age_hours'])}"
+            if s["age_hours"] is not None
+            else f"{s['source'].rsplit('.', 1)[-1]} could not be checked"
+            for s in stale
+        )
+        what = f"stale: {what}"
+    elif ages:
+        what = f"{len(sources)} files, newest rows at most {age_text(max(ages))} old"
+    else:
+        what = "no rows loaded yet"
+    return f"registry freshness: {fresh['status']} ({what}; {limits or 'no thresholds'})"
 
 
 def data_quality_line(status: dict | None) -> str:
@@ -114,10 +149,15 @@ def render_rich(result: dict, seconds: float) -> Group:
     outcomes.add_row("LTP-free survival, log-rank <4 vs >=4 cm", "", logrank)
     quality = run.get("data_quality")
     style = {"passed": "green", "failed": "red"}.get((quality or {}).get("status"), "yellow")
+    fresh = freshness_line(quality)
+    fresh_style = {"passed": "green", "failed": "red"}.get(
+        ((quality or {}).get("freshness") or {}).get("status"), "yellow"
+    )
     parts += [
         Text(),
         outcomes,
         Text(),
+        *([Text(fresh, style=fresh_style)] if fresh else []),
         Text(data_quality_line(quality), style=style),
         Text(f"warehouse  {result['warehouse']}"),
         *(Text(f"output     {p}") for p in result["published"]),
