@@ -17,6 +17,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from cryoreg.flows import progress
 from cryoreg.report.text import age_text, check_counts, p_text, proportion_text
 
 
@@ -184,6 +185,7 @@ class _Stage:
     rows: int = 0
     loaded: int = 0
     held: int = 0
+    progress: tuple[int, int] | None = None  # nodes done, of total (the dbt build)
     notes: list[str] = field(default_factory=list)
     spinner: Spinner = field(default_factory=lambda: Spinner("dots", style="cyan"))
 
@@ -197,6 +199,8 @@ class _Stage:
             counts.append(f"{self.files} files, {self.rows:,} rows read")
         if self.loaded or self.held:
             counts.append(f"{self.loaded:,} loaded, {self.held:,} quarantined")
+        if self.progress and self.state != "done":
+            counts.append(f"{self.progress[0]}/{self.progress[1]} nodes")
         return "; ".join(counts + self.notes)
 
 
@@ -251,6 +255,11 @@ class StageList(logging.Handler):
             self._stage(task).notes.append("full refresh")
         elif message.startswith("nothing new"):
             self.stages[-1].notes.append("nothing new")
+
+    def on_progress(self, stage: str, done: int, total: int) -> None:
+        """A progress step of a running stage (flows.progress): nodes done of total."""
+        with self._lock:
+            self._stage(stage).progress = (done, total)
 
     def _start(self, name: str) -> _Stage:
         """A stage begins (again, when retried); start-up ends with the first."""
@@ -317,7 +326,8 @@ class StageList(logging.Handler):
             root.removeHandler(handler)
         root.addHandler(self)
         try:
-            yield
+            with progress.listening(self.on_progress):
+                yield
         finally:
             root.removeHandler(self)
             for handler in consoles:

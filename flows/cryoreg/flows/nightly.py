@@ -15,7 +15,7 @@ from prefect.runtime import task_run
 
 from cryoreg import code_version, config
 from cryoreg.analysis import metrics as analysis
-from cryoreg.flows import artifacts
+from cryoreg.flows import artifacts, progress
 from cryoreg.ingest import landing, ledger
 from cryoreg.publish import runlock
 from cryoreg.publish import warehouse as publish
@@ -120,9 +120,11 @@ def freshness_stage(store: Path, key: str) -> list[transform.SourceFreshness]:
 @task(name="dbt build", cache_policy=NO_CACHE)
 @detached
 def transform_stage(store: Path, key: str, full_refresh: bool = False) -> transform.DbtSummary:
-    """Build staging, the registry's rules, the definitions and the marts, and test them."""
-    summary = transform.dbt_build(store, key, full_refresh)
+    """Build staging, the registry's rules, the definitions and the marts, and test them; the
+    nodes done of the build's total go to the progress listeners and the log."""
     logger = get_run_logger()
+    nodes = progress.StageProgress(task_run.task_name, logger)
+    summary = transform.dbt_build(store, key, full_refresh, on_progress=nodes)
     if summary.full_refresh:
         logger.info("dbt build: full refresh: %s", summary.full_refresh)
     logger.info(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -103,13 +105,46 @@ def log_build(warehouse: Path, fingerprint: str, summary: DbtSummary) -> None:
         )
 
 
+Progress = Callable[[int, int], None]  # (nodes done, nodes in the build)
+
+
+class _NodeCounter:
+    """A dbt event callback: counts the build's finished nodes for `on_progress`.
+
+    dbt announces the build's node count once (ConcurrencyLine) and fires NodeFinished as each
+    node ends, from its worker threads.
+    """
+
+    def __init__(self, on_progress: Progress) -> None:
+        self.on_progress = on_progress
+        self.total = 0
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, event) -> None:
+        name = event.info.name
+        if name == "ConcurrencyLine":
+            self.total = int(event.data.node_count)
+            done = self.done
+        elif name == "NodeFinished":
+            with self._lock:
+                self.done += 1
+                done = self.done
+        else:
+            return
+        if self.total:
+            self.on_progress(min(done, self.total), self.total)
+
+
 def dbt_build(
     warehouse: Path,
     pseudonym_key: str,
     full_refresh: bool = False,
     select: str | None = None,
+    on_progress: Progress | None = None,
 ) -> DbtSummary:
     """Build and test every model; the profile reads the file path and key from the env.
+    `on_progress(done, total)` is called as nodes finish (from dbt's threads).
 
     No per-run `--vars`: dbt hashes the command-line vars into its partial-parse state, so a
     run id passed there made every night re-parse the whole project (about 3 s). With the
@@ -130,7 +165,8 @@ def dbt_build(
         args.append("--full-refresh")
     if select:  # a part of the project (e.g. only the registry's layers)
         args += ["--select", *select.split()]
-    outcome = _invoke(warehouse, pseudonym_key, args)
+    callbacks = [_NodeCounter(on_progress)] if on_progress else []
+    outcome = _invoke(warehouse, pseudonym_key, args, callbacks)
     summary = DbtSummary(full_refresh=reason)
     results = getattr(outcome.result, "results", None) or []
     for res in results:
@@ -175,7 +211,7 @@ def dbt_vars() -> str:
     return json.dumps(config.freshness().dbt_vars(), sort_keys=True)
 
 
-def _invoke(warehouse: Path, pseudonym_key: str, command: list[str]):
+def _invoke(warehouse: Path, pseudonym_key: str, command: list[str], callbacks=()):
     """Run one dbt command in-process on the store, quietly, without run_results.json and,
     unless DBT_LOG_LEVEL_FILE asks for it, without dbt's debug file log.
 
@@ -198,7 +234,7 @@ def _invoke(warehouse: Path, pseudonym_key: str, command: list[str]):
     if not os.environ.get("DBT_LOG_LEVEL_FILE"):
         args += ["--log-level-file", "none"]
     try:
-        return dbtRunner().invoke(args)
+        return dbtRunner(callbacks=list(callbacks)).invoke(args)
     finally:
         _release_duckdb()
 
