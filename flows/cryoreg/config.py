@@ -136,6 +136,17 @@ def freshness() -> Freshness:
     return Freshness(warn or None, error or None)
 
 
+def notify_url(given: str | None = None) -> str | None:
+    """Where the nightly deployment's alerts go: the given URL, else CRYOREG_NOTIFY_URL; None
+    when neither is set (no alerts)."""
+    url = (given if given is not None else os.environ.get("CRYOREG_NOTIFY_URL", "")).strip()
+    if not url:
+        return None
+    if not url.lower().startswith(("http://", "https://")):
+        raise ConfigurationError(f"notify URL {url!r} must be an http:// or https:// address")
+    return url
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """Where a run reads from and writes to."""

@@ -15,7 +15,7 @@ from prefect.runtime import task_run
 
 from cryoreg import code_version, config
 from cryoreg.analysis import metrics as analysis
-from cryoreg.flows import artifacts, progress
+from cryoreg.flows import alerts, artifacts, progress
 from cryoreg.ingest import landing, ledger
 from cryoreg.publish import runlock
 from cryoreg.publish import warehouse as publish
@@ -53,6 +53,7 @@ def detached(stage):
             result = stage(*args, **kwargs)
         except Exception as exc:
             exc.__context__ = exc.__cause__ = None  # their frames may hold the connection too
+            exc.cryoreg_stage = task_run.task_name  # what an alert names as the failed stage
             raise exc.with_traceback(None) from None
         logger.info("stage finished: %s in %.2f s", task_run.task_name, time.perf_counter() - began)
         return result
@@ -311,7 +312,13 @@ def _night(
             data_quality = _judge_freshness_alone(paths, run_id, freshness)
             _end(paths, run_id, "nothing_new")
             ended = True  # a silent registry may still fail the night (below), not the warehouse
-            quality.raise_for_fatal(data_quality)
+            if data_quality.status == "warned":
+                _announce_warned(paths, run_id, started, data_quality, published=False)
+            try:
+                quality.raise_for_fatal(data_quality)
+            except quality.DataQualityError as exc:
+                exc.cryoreg_stage = "source freshness"
+                raise
             return {
                 "metrics": None,
                 "published": [],
@@ -323,13 +330,21 @@ def _night(
         return _build_and_publish(
             paths, key, run_id, started, full_refresh, landed, freshness, candidate, staged_out
         )
-    except BaseException:
+    except BaseException as exc:
         publish.discard(candidate)
         publish.discard_staged_out(staged_out)
         if not out_existed and paths.out.is_dir() and not any(paths.out.iterdir()):
             paths.out.rmdir()  # a failed first night leaves no empty folder behind
         if not ended:
             _end(paths, run_id, "failed")
+        if isinstance(exc, Exception):  # a stop signal ends the run at once, unlabelled
+            alerts.mark_failed(
+                run_id,
+                _night_name(started, run_id),
+                getattr(exc, "cryoreg_stage", None),
+                type(exc).__name__,
+                steward_page.page_of(paths.store, run_id),
+            )
         raise
 
 
@@ -371,6 +386,8 @@ def _build_and_publish(
     published = publish_stage(paths, candidate, staged_out, run_id, night)
     history_stage(paths.store, key)
     artifacts.publish_run_artifacts(metrics, paths.out)
+    if data_quality.status == "warned":
+        _announce_warned(paths, run_id, started, data_quality, published=True)
     return {
         "metrics": metrics,
         "published": [str(p) for p in published],
@@ -395,6 +412,27 @@ def _judge_freshness_alone(
 def _night_name(started: datetime, run_id: str) -> str:
     """The night as its kept outputs name it: start date (UTC) and the run id's first 8."""
     return trends.folder({"started_at": started, "run_id": run_id})
+
+
+def _announce_warned(
+    paths: config.RunPaths,
+    run_id: str,
+    started: datetime,
+    status: quality.QualityStatus,
+    published: bool,
+) -> None:
+    """Tell the alerts (if any listen) that the night ended with warned checks; like an
+    artifact, never fails a night that is over."""
+    night = _night_name(started, run_id)
+    report = artifacts.report_link(paths.out, night) if published else None
+    page = steward_page.page_of(paths.store, run_id)
+    try:
+        subject, body = alerts.warned_message(
+            night, run_id, status.as_dict(), published, report, page
+        )
+        alerts.announce_warned(night, run_id, subject, body)
+    except Exception as exc:  # noqa: BLE001 - the night is published already
+        get_run_logger().warning("cryoreg: alert about the warned night not sent: %s", exc)
 
 
 def slowest_nodes(results: list[dict], keep: int = 12) -> list[dict]:
