@@ -70,7 +70,8 @@ def serve_nightly(
         from cryoreg.flows import alerts
 
         names = alerts.configure(notify_url)
-        print(f"cryoreg: alerts to {_shown(notify_url)}: {', '.join(names)}", flush=True)
+        automations = " and ".join(f"'{name}'" for name in names)
+        print(f"cryoreg: alerts to {_shown(notify_url)} (automations {automations})", flush=True)
 
     from cryoreg.flows.nightly import nightly
 
