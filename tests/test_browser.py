@@ -9,6 +9,7 @@ synthetic identifiers.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -191,8 +192,70 @@ def test_data_docs_open_from_the_report_and_render_offline(outputs, page, seen, 
         _assert_visible(page, ".ge-section", min_children=3)
         navbar = page.locator("nav.navbar").first  # GE's layout, drawn by the offline stylesheet
         assert navbar.evaluate("el => getComputedStyle(el).display") == "flex", link
-    page.goto(links[0])
-    page.get_by_text("Failed Only").click()  # GE's filter buttons: inert, never an error
+    assert seen.errors == []
+    _assert_offline(seen)
+
+
+def _shown(page, selector: str) -> int:
+    """How many elements matching selector are displayed."""
+    return page.locator(selector).evaluate_all("els => els.filter(e => e.offsetParent).length")
+
+
+def test_data_docs_pages_name_their_asset_and_night_and_navigate(outputs, page, seen, tmp_path):
+    """A validation page names the data asset it checked and the night in its top bar; the
+    table of contents jumps to a column, "Failed Only" hides the checks that passed, and the
+    top bar leads home to the index, all without a script."""
+    metrics = json.loads((outputs / "out" / "metrics.json").read_text())
+    run = metrics["run"]
+    night = f"{run['started_at'][:10]}-{run['run_id'][:8]}"  # the kept night's folder name
+    assert (outputs / "out" / "nights" / night).is_dir()
+    index = (outputs / "out" / "data_docs" / "index.html").as_uri()
+    page.goto(index)
+    row = page.locator("tbody tr", has=page.locator("td:first-child", has_text="marts.fct_tumor"))
+    row.locator("a", has_text="result").click()
+    page.wait_for_load_state()
+    page.screenshot(path=tmp_path / "data_docs_fct_tumor.png", full_page=True)
+    header = page.locator(".alert-secondary", has_text="Data asset").first.inner_text()
+    assert "Data asset: fct_tumor" in header and "None" not in header, header
+    crumbs = page.locator(".ge-breadcrumbs").first
+    assert crumbs.is_visible()
+    assert f"Validations / marts.fct_tumor / fct_tumor / {night} /" in crumbs.inner_text()
+    assert page.locator(".navbar-brand a").first.inner_text().strip() == "Great Expectations"
+    # the table of contents is shown and its links jump to the column's section
+    toc = page.locator("#navigation a.nav-link")
+    assert toc.count() > 3 and page.locator("#navigation").is_visible()
+    column = toc.nth(2)
+    target = column.get_attribute("href")
+    column.click()
+    assert page.evaluate("location.hash") == target
+    top = page.locator(target).bounding_box()["y"]
+    assert 0 <= top < 900, top
+    # the filter: every check of this mart passed, so "Failed Only" hides them all
+    passed = "tr:has(> .hide-succeeded-validation-target-child)"
+    shown = _shown(page, passed)
+    assert shown >= 5
+    page.get_by_text("Failed Only").click()
+    assert _shown(page, passed) == 0
+    assert not column.is_visible()  # its column passed: its link goes too
+    page.get_by_text("Show All").click()
+    assert _shown(page, passed) == shown and column.is_visible()
+    # home, from the top bar
+    crumbs.get_by_role("link", name="Home").click()
+    page.wait_for_load_state()
+    assert page.url == index and page.title() == "cryoreg Data Docs"
+    # a delta's page names the file's rows of the night; its suite page leads home too
+    row = page.locator("tbody tr", has=page.locator("td:first-child", has_text="delta.tumors"))
+    row.locator("a", has_text="result").click()
+    page.wait_for_load_state()
+    header = page.locator(".alert-secondary", has_text="Data asset").first.inner_text()
+    assert "Data asset: tumors.csv, this night's rows" in header, header
+    page.goto(index)
+    row.locator("a", has_text="suite").click()
+    page.wait_for_load_state()
+    assert page.locator(".ge-breadcrumbs").first.is_visible()
+    page.locator(".navbar-brand a").first.click()
+    page.wait_for_load_state()
+    assert page.url == index
     assert seen.errors == []
     _assert_offline(seen)
 

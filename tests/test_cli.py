@@ -23,7 +23,15 @@ from conftest import CRYOREG, REPO, run_cryoreg
 
 pytestmark = pytest.mark.xdist_group("paper")
 
-STAGES = ("ingest extracts", "dbt build", "data quality", "analyze", "report", "publish")
+STAGES = (
+    "ingest extracts",
+    "source freshness",
+    "dbt build",
+    "data quality",
+    "analyze",
+    "report",
+    "publish",
+)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -105,6 +113,21 @@ def test_run_off_a_terminal_prints_the_plain_log_and_summary(paper_site):
     assert re.search(
         r"^data quality: passed \(\d+ checks: \d+ passed, 0 warned, 0 failed", stdout, re.M
     )
+    # every file was loaded by this run, seconds ago
+    assert re.search(
+        r"^registry freshness: passed \(5 files, newest rows at most 0\.\d h old; "
+        r"warn after 48 h, error after 168 h\)$",
+        stdout,
+        re.M,
+    ), stdout
+    # the build's progress: a line at each tenth of its nodes, the last one all of them
+    steps = [
+        (int(m[1]), int(m[2]))
+        for m in re.finditer(r"- dbt build: (\d+)/(\d+) nodes done$", stdout, re.M)
+    ]
+    total = int(re.search(r"dbt build: (\d+) nodes, \d+ passed", stdout)[1])
+    assert len(steps) == 10 and steps[-1] == (total, total), steps
+    assert [done for done, _ in steps] == sorted({done for done, _ in steps})
     # the total counts the start-up too: at least from the first line of the run's log (the
     # temporary Prefect server starting) to the flow's last
     stamps = [
@@ -135,6 +158,14 @@ def test_run_on_a_terminal_shows_live_stages_and_summary_tables(paper_site, tmp_
     read = sum(int(n) for n in re.findall(r": read (\d+) rows$", paper_site.run_stdout, re.M))
     assert any(re.search(rf"ingest extracts .* 5 files, {read:,} rows read", ln) for ln in lines)
     assert any(re.search(r"dbt build .* \d+ nodes, \d+ passed, \d+ warned", ln) for ln in lines)
+    # while it ran, the build's nodes done of its total, redrawn as they finished
+    drawn = [
+        (int(m[1]), int(m[2]))
+        for ln in lines
+        if (m := re.search(r"dbt build\s+running\s+\d+\.\d s\s+(\d+)/(\d+) nodes", ln))
+    ]
+    assert len({done for done, _ in drawn}) > 3, drawn
+    assert len({total for _, total in drawn}) == 1 and max(drawn)[0] <= drawn[0][1]
     # the summary as tables, with the same figures as the plain summary of the same registry
     assert any(re.search(r"┃ file\s+┃\s+read ┃ loaded ┃ quarantined ┃", ln) for ln in lines)
     efficacy = plain_line(paper_site.run_stdout, "technique efficacy     ")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import run_cryoreg
+from conftest import CRYOREG, run_cryoreg
 
 pytestmark = pytest.mark.xdist_group("deployment")
 
@@ -93,6 +95,92 @@ def server(tmp_path_factory):
         yield Server(api, {**env, "PREFECT_API_URL": api}, client)
 
 
+class Webhook:
+    """A webhook receiver on 127.0.0.1: keeps the JSON body of every POST it gets."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        # a chat service's hook: the path holds its secret token
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/secret-token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def about(self, run_id: str) -> list[dict]:
+        """The notifications received so far naming a night (by its run id's first 8)."""
+        return [m for m in list(self.received) if run_id[:8] in m["subject"]]
+
+    def wait_about(self, run_id: str, timeout: float = 60) -> list[dict]:
+        """The notifications naming a night, once one arrived (the server sends them a few
+        seconds after the event)."""
+        deadline = time.monotonic() + timeout
+        while not self.about(run_id):
+            if time.monotonic() > deadline:
+                subjects = [m.get("subject") for m in self.received]
+                raise AssertionError(f"no notification about {run_id[:8]}; got {subjects}")
+            time.sleep(0.5)
+        return self.about(run_id)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def alerts(server, tmp_path_factory):
+    """Alerts set up as the README says, `cryoreg serve --notify-url URL`, towards a webhook
+    receiver; the serve process stops once the automations are on the server (the other tests
+    serve the same deployment), the server keeps sending."""
+    base = tmp_path_factory.mktemp("alerts")
+    hook = Webhook()
+    log = base / "serve.log"
+    serve = [*CRYOREG, "serve", "--cron", "0 2 1 1 *", "--notify-url", hook.url]
+    with _process(serve, {**server.env, "PREFECT_HOME": str(base / "home")}, log):
+
+        def automations():
+            found = server.client.post("/automations/filter", json={}).json()
+            return {a["name"] for a in found if a["enabled"]} >= {
+                "cryoreg: night failed",
+                "cryoreg: night warned",
+            }
+
+        _wait_for(automations, 120, "the alert automations", log)
+        _wait_for(lambda: "cryoreg: alerts to" in log.read_text(), 30, "serve's line", log)
+    assert "secret-token" not in log.read_text()  # never printed
+    yield hook
+    hook.close()
+
+
+def _identifiers(extracts: Path) -> set[str]:
+    """Every MRN, name and birth date of a synthetic registry."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        rows = con.execute(
+            "select patient_mrn, patient_name, birth_date from read_csv("
+            f"'{extracts}/*/patients.csv', all_varchar = true)"
+        ).fetchall()
+    return {value for row in rows for value in row if value and len(value) > 3}
+
+
+def _no_identifiers(messages: list[dict], extracts: Path) -> None:
+    secrets = _identifiers(extracts)
+    assert secrets
+    for message in messages:
+        leaked = sorted(s for s in secrets if s in json.dumps(message))
+        assert not leaked, leaked[:5]
+
+
 def test_run_reports_to_the_server_in_prefect_api_url(server, tmp_path):
     """With PREFECT_API_URL set, `cryoreg run` starts no temporary server and uses that one."""
     run_cryoreg("synth", "extracts", cwd=tmp_path)
@@ -110,9 +198,10 @@ def test_run_reports_to_the_server_in_prefect_api_url(server, tmp_path):
     assert metrics["run"]["run_id"] == runs[0]["id"]  # the run id is the server's flow run id
 
 
-def test_run_attaches_its_data_quality_to_the_flow_run(server, tmp_path):
+def test_run_attaches_its_data_quality_to_the_flow_run(server, alerts, tmp_path):
     """A night with defective rows (quarantined, under the limit) shows in the Prefect UI how its
-    checks came out and which of them warned."""
+    checks came out and which of them warned, and sends one alert naming the night, its warned
+    checks, its report and the steward's page, without an identifier."""
     run_cryoreg("synth", "extracts", "--faults", "0.02", cwd=tmp_path)
     run_cryoreg("run", cwd=tmp_path, env={**server.env, "CRYOREG_QUARANTINE_LIMIT": "0.25"})
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -130,6 +219,59 @@ def test_run_attaches_its_data_quality_to_the_flow_run(server, tmp_path):
     assert len(rows) == len(quality["warnings"]) + len(quality["fatal"])
     assert {row["kind"] for row in rows} == {"warned"}
     assert all(row["check"] and row["tool"] for row in rows)
+    run = metrics["run"]
+    night = f"{run['started_at'][:10]}-{run['run_id'][:8]}"
+    [message] = alerts.wait_about(run["run_id"])
+    warned = len(quality["warnings"])
+    s = "s" if warned != 1 else ""
+    assert message["subject"] == f"cryoreg night {night}: published with {warned} warned check{s}"
+    assert message["text"] == f"{message['subject']}\n{message['body']}"
+    listed = [line[2:] for line in message["body"].splitlines() if line.startswith("- ")]
+    assert len(listed) == min(warned, 10)
+    assert {line.split(" (")[0] for line in listed} <= {row["check"] for row in rows}
+    report = f"{(tmp_path / 'out').resolve().as_uri()}/nights/{night}/report.html"
+    assert f"Report: {report}" in message["body"]
+    page = message["body"].split("for the registry steward: ", 1)[1].splitlines()[0]
+    assert Path(page).parent == tmp_path / "warehouse" / "steward" and Path(page).exists()
+    _no_identifiers([message], tmp_path / "extracts")
+    time.sleep(1)  # a second notification of the night would have arrived by now
+    assert len(alerts.about(run["run_id"])) == 1
+
+
+def test_a_failed_night_alerts_with_its_stage(server, alerts, tmp_path):
+    """A night that fails (an extract lacks a required column) sends one alert: the night, the
+    state, the stage and the error's type; not the error's text, which may quote a value."""
+    run_cryoreg("synth", "extracts", cwd=tmp_path)
+    night = tmp_path / "bad" / "2015-01-01"
+    night.mkdir(parents=True)
+    patients = (tmp_path / "extracts" / "2014-12-31" / "patients.csv").read_text().splitlines()
+    header = patients[0].split(",")
+    keep = [i for i, name in enumerate(header) if name != "sex"]
+    (night / "patients.csv").write_text(
+        "\n".join(",".join(row.split(",")[i] for i in keep) for row in patients[:20]) + "\n"
+    )
+    proc = run_cryoreg("run", "--extracts", "bad", cwd=tmp_path, env=server.env, check=False)
+    assert proc.returncode == 1 and "missing required column sex" in proc.stderr
+    [failed] = [r for r in _flow_runs(server, "FAILED") if r["parameters"]["extracts"] == "bad"]
+    [message] = alerts.wait_about(failed["id"])
+    assert message["subject"].startswith("cryoreg night ")
+    assert message["subject"].endswith(f"-{failed['id'][:8]}: Failed")
+    body = message["body"]
+    assert f"The nightly run {failed['name']} ({failed['id']}) ended Failed" in body
+    assert "in the stage 'ingest extracts' (RegistryInputError)" in body
+    assert "Nothing was published" in body and "missing required column" not in body
+    _no_identifiers([message], night.parent)
+
+
+def _flow_runs(server, state: str) -> list[dict]:
+    """The server's flow runs of the nightly flow in a state (FAILED, ...)."""
+    return server.client.post(
+        "/flow_runs/filter",
+        json={
+            "flows": {"name": {"any_": ["cryoreg-nightly"]}},
+            "flow_runs": {"state": {"type": {"any_": [state]}}},
+        },
+    ).json()
 
 
 def test_served_deployment_is_scheduled_and_completes_a_triggered_run(server, tmp_path):
@@ -215,3 +357,14 @@ def test_serve_refuses_when_no_server_answers(tmp_path):
     assert proc.returncode == 1
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"cryoreg: error: no Prefect server answers at PREFECT_API_URL={url}")
+
+
+def test_serve_refuses_a_notify_url_that_is_not_a_web_address(tmp_path):
+    proc = run_cryoreg(
+        "serve", "--notify-url", "mailto:steward@example.org", cwd=tmp_path, check=False
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "cryoreg: error: notify URL 'mailto:steward@example.org' must be an http:// or https://"
+        " address"
+    ]

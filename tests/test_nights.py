@@ -22,7 +22,7 @@ import pytest
 from cryoreg.synth.faults import manifest_path
 from cryoreg.synth.nights import extract_dates
 
-from conftest import marts_differences, quarantine_rows, run_cryoreg, write_extract
+from conftest import REGISTRY, marts_differences, quarantine_rows, run_cryoreg, write_extract
 from conftest import metric_differences as differences
 
 pytestmark = pytest.mark.xdist_group("nights")
@@ -172,6 +172,8 @@ def test_each_run_loaded_only_its_new_folder(loads):
 
 
 def test_rerunning_the_last_night_is_a_no_op(loads, tmp_path):
+    """Nothing new to load: nothing changes, and the registry's files, silent for three days
+    now, are stale: the night says so and records its freshness checks (warned)."""
     nightly = loads["nightly"]
     before = tmp_path / "before.duckdb"
     shutil.copy2(warehouse(nightly), before)
@@ -179,8 +181,25 @@ def test_rerunning_the_last_night_is_a_no_op(loads, tmp_path):
     accounting = sorted(query(before, "select * from audit.file_accounting"))
     rejected = quarantine_rows(before)
     metrics_before = (nightly / "out" / "metrics.json").read_bytes()
+    with duckdb.connect(str(store(nightly))) as con:  # as if the last extract came 3 days ago
+        for table in ("patients", "procedures", "tumors", "imaging", "adverse_events"):
+            con.execute(f"update raw.{table} set _loaded_at = _loaded_at - interval 3 day")
     proc = run_cryoreg("run", cwd=nightly, env=ENV)
     assert "nothing new" in proc.stdout
+    stale = ", ".join(f"{t} 3.0 days" for t in sorted(REGISTRY))
+    assert f"registry freshness: warned (stale: {stale}; warn after 48 h, error after 168 h)" in (
+        proc.stdout
+    )
+    assert "data quality: warned (5 checks: 0 passed, 5 warned, 0 failed" in proc.stdout
+    checks = query(
+        store(nightly),
+        """select check_name, severity, status from audit.check_results where run_id = (
+            select run_id from raw.run_events where event = 'nothing_new'
+            order by event_at desc limit 1)""",
+    )
+    assert sorted(checks) == [
+        (f"dbt:source_freshness:registry.{t}", "warn", "failed") for t in sorted(REGISTRY)
+    ]
     after = warehouse(nightly)
     assert sorted(query(after, "select * from audit.load_log")) == log
     assert sorted(query(after, "select * from audit.file_accounting")) == accounting

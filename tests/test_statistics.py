@@ -793,6 +793,20 @@ RUN = {
         "not_applicable": 0,
         "fatal": [],
         "warnings": [],
+        "freshness": {
+            "status": "passed",
+            "warn_after_hours": 48,
+            "error_after_hours": None,
+            "sources": [
+                {
+                    "source": "registry.tumors",
+                    "kind": "passed",
+                    "age_hours": 0.01,
+                    "loaded_at": "2024-01-02T02:00:10+00:00",
+                    "summary": "newest row loaded 0.0 h ago (warn after 48 h)",
+                }
+            ],
+        },
     },
     "dbt": {"nodes": 1, "passed": 1, "warned": [], "full_refresh": None, "slowest_nodes": []},
 }

@@ -15,6 +15,8 @@ PROJECT_FOLDERS = {"dbt_project": "CRYOREG_DBT_PROJECT", "expectations": "CRYORE
 DEMO_PSEUDONYM_KEY = "cryoreg-demo-key-NOT-SECRET"
 DEFAULT_QUARANTINE_LIMIT = 0.05
 DEFAULT_WAREHOUSE = Path("warehouse/cryoreg.duckdb")
+# hours after which a registry file whose newest ledger row is older warns / fails the night
+DEFAULT_FRESHNESS_HOURS = {"CRYOREG_FRESHNESS_WARN_HOURS": 48, "CRYOREG_FRESHNESS_ERROR_HOURS": 168}
 _demo_key_warned: list[bool] = []
 
 
@@ -127,6 +129,59 @@ def quarantine_limit() -> float:
     if not 0.0 <= value <= 1.0:
         raise ConfigurationError(f"CRYOREG_QUARANTINE_LIMIT={raw!r} must be between 0 and 1")
     return value
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Source freshness thresholds in whole hours; None: no such threshold."""
+
+    warn_after: int | None
+    error_after: int | None
+
+    def dbt_vars(self) -> dict[str, int]:
+        """The dbt vars the sources' freshness reads (0: no threshold)."""
+        return {
+            "freshness_warn_after_hours": self.warn_after or 0,
+            "freshness_error_after_hours": self.error_after or 0,
+        }
+
+
+def freshness() -> Freshness:
+    """How old a registry file's newest ledger row may be: past the warning threshold its
+    freshness check warns, past the error threshold it fails the night (0 turns either off).
+
+    A nightly extract lands every day: two days without rows warns, a week fails by default.
+    """
+    hours = {}
+    for name, default in DEFAULT_FRESHNESS_HOURS.items():
+        raw = os.environ.get(name, "").strip()
+        if not raw:
+            hours[name] = default
+            continue
+        try:
+            hours[name] = int(raw)
+        except ValueError as exc:
+            raise ConfigurationError(f"{name}={raw!r} is not a whole number of hours") from exc
+        if hours[name] < 0:
+            raise ConfigurationError(f"{name}={raw!r} must be 0 (off) or more hours")
+    warn, error = hours.values()
+    if warn and error and warn >= error:
+        raise ConfigurationError(
+            f"CRYOREG_FRESHNESS_WARN_HOURS={warn} must be below "
+            f"CRYOREG_FRESHNESS_ERROR_HOURS={error}"
+        )
+    return Freshness(warn or None, error or None)
+
+
+def notify_url(given: str | None = None) -> str | None:
+    """Where the nightly deployment's alerts go: the given URL, else CRYOREG_NOTIFY_URL; None
+    when neither is set (no alerts)."""
+    url = (given if given is not None else os.environ.get("CRYOREG_NOTIFY_URL", "")).strip()
+    if not url:
+        return None
+    if not url.lower().startswith(("http://", "https://")):
+        raise ConfigurationError(f"notify URL {url!r} must be an http:// or https:// address")
+    return url
 
 
 @dataclass(frozen=True)

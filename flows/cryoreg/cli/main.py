@@ -226,11 +226,19 @@ def serve(
     extracts: Extracts = Path("extracts"),
     warehouse: Warehouse = config.DEFAULT_WAREHOUSE,
     out: Out = Path("out"),
+    notify_url: Annotated[
+        str | None,
+        _option(
+            "send an alert to this webhook when a night fails or crashes, or ends with warned"
+            " checks (default: CRYOREG_NOTIFY_URL; unset: no alerts)",
+            metavar="URL",
+        ),
+    ] = None,
 ) -> int:
     from cryoreg.flows.deploy import serve_nightly
 
     config.pseudonym_key()
-    serve_nightly(extracts, warehouse, out, cron, timezone)
+    serve_nightly(extracts, warehouse, out, cron, timezone, config.notify_url(notify_url))
     return 0
 
 

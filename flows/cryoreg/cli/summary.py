@@ -17,7 +17,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from cryoreg.report.text import check_counts, p_text, proportion_text
+from cryoreg.flows import progress
+from cryoreg.report.text import age_text, check_counts, p_text, proportion_text
 
 
 def render(result: dict, seconds: float) -> str:
@@ -27,6 +28,7 @@ def render(result: dict, seconds: float) -> str:
         lines += [
             "nothing new: every extract folder is loaded already and the code is unchanged;",
             f"the published warehouse stays as it is ({result['warehouse']})",
+            *_quality_lines(result.get("data_quality")),
             f"finished in {seconds:.1f} s",
         ]
         return "\n".join(lines)
@@ -59,12 +61,46 @@ def render(result: dict, seconds: float) -> str:
         f"any / major AE         {proportion_text(ae['any'])} / {proportion_text(ae['major'])}",
         f"log-rank (LTP-free)    p {p_text(metrics['ltp_free_survival'].get('logrank_p'))}",
         "",
-        data_quality_line(metrics.get("run", {}).get("data_quality")),
+        *_quality_lines(metrics.get("run", {}).get("data_quality")),
         f"warehouse  {result['warehouse']}",
     ]
     lines += [f"output     {p}" for p in result["published"]]
     lines.append(f"finished in {seconds:.1f} s")
     return "\n".join(lines)
+
+
+def _quality_lines(status: dict | None) -> list[str]:
+    line = freshness_line(status)
+    return ([line] if line else []) + [data_quality_line(status)]
+
+
+def freshness_line(status: dict | None) -> str | None:
+    """The registry's source freshness in one line: how old each file's newest rows are (the
+    stale ones by name) against the thresholds; None when it was not checked."""
+    fresh = (status or {}).get("freshness")
+    if not fresh:
+        return None
+    limits = ", ".join(
+        f"{word} after {fresh[key]} h"
+        for word, key in (("warn", "warn_after_hours"), ("error", "error_after_hours"))
+        if fresh.get(key)
+    )
+    sources = fresh["sources"]
+    stale = [s for s in sources if s["kind"] in ("warned", "failed")]
+    ages = [s["age_hours"] for s in sources if s["age_hours"] is not None]
+    if stale:
+        what = ", ".join(
+            f"{s['source'].rsplit('.', 1)[-1]} {age_text(s['age_hours'])}"
+            if s["age_hours"] is not None
+            else f"{s['source'].rsplit('.', 1)[-1]} could not be checked"
+            for s in stale
+        )
+        what = f"stale: {what}"
+    elif ages:
+        what = f"{len(sources)} files, newest rows at most {age_text(max(ages))} old"
+    else:
+        what = "no rows loaded yet"
+    return f"registry freshness: {fresh['status']} ({what}; {limits or 'no thresholds'})"
 
 
 def data_quality_line(status: dict | None) -> str:
@@ -114,10 +150,15 @@ def render_rich(result: dict, seconds: float) -> Group:
     outcomes.add_row("LTP-free survival, log-rank <4 vs >=4 cm", "", logrank)
     quality = run.get("data_quality")
     style = {"passed": "green", "failed": "red"}.get((quality or {}).get("status"), "yellow")
+    fresh = freshness_line(quality)
+    fresh_style = {"passed": "green", "failed": "red"}.get(
+        ((quality or {}).get("freshness") or {}).get("status"), "yellow"
+    )
     parts += [
         Text(),
         outcomes,
         Text(),
+        *([Text(fresh, style=fresh_style)] if fresh else []),
         Text(data_quality_line(quality), style=style),
         Text(f"warehouse  {result['warehouse']}"),
         *(Text(f"output     {p}") for p in result["published"]),
@@ -144,6 +185,7 @@ class _Stage:
     rows: int = 0
     loaded: int = 0
     held: int = 0
+    progress: tuple[int, int] | None = None  # nodes done, of total (the dbt build)
     notes: list[str] = field(default_factory=list)
     spinner: Spinner = field(default_factory=lambda: Spinner("dots", style="cyan"))
 
@@ -157,6 +199,8 @@ class _Stage:
             counts.append(f"{self.files} files, {self.rows:,} rows read")
         if self.loaded or self.held:
             counts.append(f"{self.loaded:,} loaded, {self.held:,} quarantined")
+        if self.progress and self.state != "done":
+            counts.append(f"{self.progress[0]}/{self.progress[1]} nodes")
         return "; ".join(counts + self.notes)
 
 
@@ -211,6 +255,11 @@ class StageList(logging.Handler):
             self._stage(task).notes.append("full refresh")
         elif message.startswith("nothing new"):
             self.stages[-1].notes.append("nothing new")
+
+    def on_progress(self, stage: str, done: int, total: int) -> None:
+        """A progress step of a running stage (flows.progress): nodes done of total."""
+        with self._lock:
+            self._stage(stage).progress = (done, total)
 
     def _start(self, name: str) -> _Stage:
         """A stage begins (again, when retried); start-up ends with the first."""
@@ -277,7 +326,8 @@ class StageList(logging.Handler):
             root.removeHandler(handler)
         root.addHandler(self)
         try:
-            yield
+            with progress.listening(self.on_progress):
+                yield
         finally:
             root.removeHandler(self)
             for handler in consoles:

@@ -50,14 +50,16 @@ def quality_markdown(metrics: dict) -> str | None:
     return f"Data quality: **{status.get('status')}** ({counts}); see audit.check_results"
 
 
-def report_link(out: Path) -> str:
+def report_link(out: Path, night: str | None = None) -> str:
     """Where the Prefect UI's link to the report points: CRYOREG_REPORT_BASE_URL (the outputs
     folder served over HTTP, e.g. by `cryoreg docs --serve`) when set, since browsers do not
-    open file:// links from a web page; else the file itself."""
+    open file:// links from a web page; else the file itself. With a night (its folder under
+    nights/), that night's kept report, which later nights leave as it is."""
+    page = f"nights/{night}/report.html" if night else "report.html"
     base = os.environ.get("CRYOREG_REPORT_BASE_URL", "").strip()
     if base:
-        return f"{base.rstrip('/')}/report.html"
-    return (out / "report.html").resolve().as_uri()
+        return f"{base.rstrip('/')}/{page}"
+    return f"{out.resolve().as_uri()}/{page}"
 
 
 def _attach(create, *args, **kwargs) -> None:

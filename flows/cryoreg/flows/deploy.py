@@ -54,11 +54,24 @@ def local_timezone() -> str:
 
 
 def serve_nightly(
-    extracts: Path, warehouse: Path, out: Path, cron: str = DEFAULT_CRON, timezone: str = ""
+    extracts: Path,
+    warehouse: Path,
+    out: Path,
+    cron: str = DEFAULT_CRON,
+    timezone: str = "",
+    notify_url: str | None = None,
 ) -> None:
-    """Register the deployment with its schedule and run scheduled flow runs until stopped."""
+    """Register the deployment with its schedule (and, given a URL, the alerts) and run
+    scheduled flow runs until stopped."""
     prefect_server_url()
     from prefect.schedules import Cron
+
+    if notify_url:
+        from cryoreg.flows import alerts
+
+        names = alerts.configure(notify_url)
+        automations = " and ".join(f"'{name}'" for name in names)
+        print(f"cryoreg: alerts to {_shown(notify_url)} (automations {automations})", flush=True)
 
     from cryoreg.flows.nightly import nightly
 
@@ -75,3 +88,11 @@ def serve_nightly(
         global_limit=1,  # one run at a time: runs share the working copy and OUT
         description="Ingest the registry's nightly extracts, rebuild the marts, report, publish.",
     )
+
+
+def _shown(url: str) -> str:
+    """A webhook URL without its path and query, which often hold its secret token."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/..." if parts.path not in ("", "/") else url

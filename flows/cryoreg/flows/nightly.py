@@ -16,7 +16,7 @@ from prefect.runtime import task_run
 
 from cryoreg import code_version, config
 from cryoreg.analysis import metrics as analysis
-from cryoreg.flows import artifacts
+from cryoreg.flows import alerts, artifacts, progress
 from cryoreg.ingest import landing, ledger
 from cryoreg.publish import runlock
 from cryoreg.publish import warehouse as publish
@@ -54,6 +54,7 @@ def detached(stage):
             result = stage(*args, **kwargs)
         except Exception as exc:
             exc.__context__ = exc.__cause__ = None  # their frames may hold the connection too
+            exc.cryoreg_stage = task_run.task_name  # what an alert names as the failed stage
             raise exc.with_traceback(None) from None
         logger.info("stage finished: %s in %.2f s", task_run.task_name, time.perf_counter() - began)
         return result
@@ -115,13 +116,33 @@ def ingest_stage(paths: config.RunPaths, run_id: str, key: str) -> landing.Inges
     return result
 
 
+@task(name="source freshness", cache_policy=NO_CACHE)
+@detached
+def freshness_stage(store: Path, key: str) -> list[transform.SourceFreshness]:
+    """How long ago each registry file last delivered rows (dbt source freshness on the
+    ledger); judged with the night's other checks, or alone on a night with nothing new."""
+    found = transform.source_freshness(store, key)
+    limits = config.freshness()
+    stale = [f.source for f in found if f.status in ("warn", "error")]
+    get_run_logger().info(
+        "source freshness: %d files, %s (warn after %s h, error after %s h)",
+        len(found),
+        f"stale: {', '.join(stale)}" if stale else "none stale",
+        limits.warn_after or "no",
+        limits.error_after or "no",
+    )
+    return found
+
+
 # No retry: a build that failed on data would fail again; a failed night is rerun whole.
 @task(name="dbt build", cache_policy=NO_CACHE)
 @detached
 def transform_stage(store: Path, key: str, full_refresh: bool = False) -> transform.DbtSummary:
-    """Build staging, the registry's rules, the definitions and the marts, and test them."""
-    summary = transform.dbt_build(store, key, full_refresh)
+    """Build staging, the registry's rules, the definitions and the marts, and test them; the
+    nodes done of the build's total go to the progress listeners and the log."""
     logger = get_run_logger()
+    nodes = progress.StageProgress(task_run.task_name, logger)
+    summary = transform.dbt_build(store, key, full_refresh, on_progress=nodes)
     if summary.full_refresh:
         logger.info("dbt build: full refresh: %s", summary.full_refresh)
     logger.info(
@@ -156,6 +177,8 @@ def quality_stage(
     landed: landing.IngestResult,
     dbt_summary: transform.DbtSummary,
     staged_out: Path,
+    freshness: list[transform.SourceFreshness],
+    night: str,
 ) -> quality.QualityStatus:
     """Account for every row, then record every check of the night in audit.check_results;
     fail on the quarantine limit or a fatal check."""
@@ -180,8 +203,9 @@ def quality_stage(
         for results in (
             quality.ingest_results(con, run_id, limit),
             quality.dbt_results(dbt_summary.results),
+            quality.freshness_results(freshness),
             marts.check_marts(con),
-            expectations.run_suites(con, run_id, staged_out / "data_docs"),
+            expectations.run_suites(con, run_id, staged_out / "data_docs", run_name=night),
         ):
             recorded += quality.record(con, run_id, results, known)
     status = quality.run_status(recorded)
@@ -325,56 +349,138 @@ def _night(
     candidate = paths.candidate(run_id)
     out_existed = paths.out.exists()
     staged_out = paths.out / f".run-{run_id}"  # created when the first output is written
+    ended = False  # the run's end is recorded in raw.run_events
     try:
         landed = ingest_stage(paths, run_id, key)
+        freshness = freshness_stage(paths.store, key)
         if nothing_new(paths, landed, key, full_refresh):
             get_run_logger().info("nothing new: no extract folder to load; nothing published")
+            data_quality = _judge_freshness_alone(paths, run_id, freshness)
             _end(paths, key, run_id, "nothing_new")
+            ended = True  # a silent registry may still fail the night (below), not the warehouse
+            if data_quality.status == "warned":
+                _announce_warned(paths, run_id, started, data_quality, published=False)
+            try:
+                quality.raise_for_fatal(data_quality)
+            except quality.DataQualityError as exc:
+                exc.cryoreg_stage = "source freshness"
+                raise
             return {
                 "metrics": None,
                 "published": [],
                 "warehouse": str(paths.warehouse),
                 "nothing_new": True,
                 "skipped": landed.skipped,
+                "data_quality": data_quality.as_dict(),
             }
-        dbt_summary = transform_stage(paths.store, key, full_refresh)
-        if config.engine() == "spark":
-            hand_over_stage(paths, key, run_id)
-        staged_out.mkdir(parents=True)
-        data_quality = quality_stage(paths, run_id, landed, dbt_summary, staged_out)
-        with publish.open_store(paths) as con:
-            trends.ensure_table(con)  # the history's table, published even before a first row
-        publish.build_candidate(paths, run_id)
-        results = analyze_stage(candidate)
-        run = run_block(landed, run_id, started)
-        run["data_quality"] = data_quality.as_dict()
-        run["dbt"] = {
-            "nodes": dbt_summary.nodes,
-            "passed": dbt_summary.passed,
-            "warned": dbt_summary.warned,
-            "full_refresh": dbt_summary.full_refresh,
-            # where the build's time goes (dbt's own timing of each node), slowest first
-            "slowest_nodes": slowest_nodes(dbt_summary.results),
-        }
-        metrics = analysis.metrics_json(results, run)
-        night = trends.night_row(metrics, started, datetime.now(UTC))
-        report_stage(results, metrics, staged_out, night)
-        nights_stage(candidate, night, staged_out, paths.out)
-        published = publish_stage(paths, candidate, staged_out, run_id, night)
-        history_stage(paths.store, key)
-        artifacts.publish_run_artifacts(metrics, paths.out)
-    except BaseException:
+        return _build_and_publish(
+            paths, key, run_id, started, full_refresh, landed, freshness, candidate, staged_out
+        )
+    except BaseException as exc:
         publish.discard(candidate)
         publish.discard_staged_out(staged_out)
         if not out_existed and paths.out.is_dir() and not any(paths.out.iterdir()):
             paths.out.rmdir()  # a failed first night leaves no empty folder behind
-        _end(paths, key, run_id, "failed")
+        if not ended:
+            _end(paths, key, run_id, "failed")
+        if isinstance(exc, Exception):  # a stop signal ends the run at once, unlabelled
+            alerts.mark_failed(
+                run_id,
+                _night_name(started, run_id),
+                getattr(exc, "cryoreg_stage", None),
+                type(exc).__name__,
+                steward_page.page_of(paths.store, run_id),
+            )
         raise
+
+
+def _build_and_publish(
+    paths: config.RunPaths,
+    key: str,
+    run_id: str,
+    started: datetime,
+    full_refresh: bool,
+    landed: landing.IngestResult,
+    freshness: list[transform.SourceFreshness],
+    candidate: Path,
+    staged_out: Path,
+) -> dict:
+    """The night's stages after ingest and freshness: build, check, analyse, report, publish."""
+    dbt_summary = transform_stage(paths.store, key, full_refresh)
+    if config.engine() == "spark":
+        hand_over_stage(paths, key, run_id)
+    staged_out.mkdir(parents=True)
+    data_quality = quality_stage(
+        paths, run_id, landed, dbt_summary, staged_out, freshness, _night_name(started, run_id)
+    )
+    with publish.open_store(paths) as con:
+        trends.ensure_table(con)  # the history's table, published even before a first row
+    publish.build_candidate(paths, run_id)
+    results = analyze_stage(candidate)
+    run = run_block(landed, run_id, started)
+    run["data_quality"] = data_quality.as_dict()
+    run["dbt"] = {
+        "nodes": dbt_summary.nodes,
+        "passed": dbt_summary.passed,
+        "warned": dbt_summary.warned,
+        "full_refresh": dbt_summary.full_refresh,
+        # where the build's time goes (dbt's own timing of each node), slowest first
+        "slowest_nodes": slowest_nodes(dbt_summary.results),
+    }
+    metrics = analysis.metrics_json(results, run)
+    night = trends.night_row(metrics, started, datetime.now(UTC))
+    report_stage(results, metrics, staged_out, night)
+    nights_stage(candidate, night, staged_out, paths.out)
+    published = publish_stage(paths, candidate, staged_out, run_id, night)
+    history_stage(paths.store, key)
+    artifacts.publish_run_artifacts(metrics, paths.out)
+    if data_quality.status == "warned":
+        _announce_warned(paths, run_id, started, data_quality, published=True)
     return {
         "metrics": metrics,
         "published": [str(p) for p in published],
         "warehouse": str(paths.warehouse),
     }
+
+
+def _judge_freshness_alone(
+    paths: config.RunPaths, run_id: str, freshness: list[transform.SourceFreshness]
+) -> quality.QualityStatus:
+    """A night with nothing new checks only the registry's freshness: recorded in
+    audit.check_results like any night's checks, its warnings logged."""
+    with publish.open_store(paths) as con:
+        recorded = quality.record(con, run_id, quality.freshness_results(freshness))
+    status = quality.run_status(recorded)
+    logger = get_run_logger()
+    for line in status.warnings + status.fatal:
+        logger.warning("data quality: %s", line)
+    return status
+
+
+def _night_name(started: datetime, run_id: str) -> str:
+    """The night as its kept outputs name it: start date (UTC) and the run id's first 8."""
+    return trends.folder({"started_at": started, "run_id": run_id})
+
+
+def _announce_warned(
+    paths: config.RunPaths,
+    run_id: str,
+    started: datetime,
+    status: quality.QualityStatus,
+    published: bool,
+) -> None:
+    """Tell the alerts (if any listen) that the night ended with warned checks; like an
+    artifact, never fails a night that is over."""
+    night = _night_name(started, run_id)
+    report = artifacts.report_link(paths.out, night) if published else None
+    page = steward_page.page_of(paths.store, run_id)
+    try:
+        subject, body = alerts.warned_message(
+            night, run_id, status.as_dict(), published, report, page
+        )
+        alerts.announce_warned(night, run_id, subject, body)
+    except Exception as exc:  # noqa: BLE001 - the night is published already
+        get_run_logger().warning("cryoreg: alert about the warned night not sent: %s", exc)
 
 
 def slowest_nodes(results: list[dict], keep: int = 12) -> list[dict]:

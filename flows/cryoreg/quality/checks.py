@@ -18,6 +18,7 @@ import duckdb
 
 from cryoreg.config import project_folder
 from cryoreg.contract import FILES
+from cryoreg.report.text import age_text
 
 EXPECTATIONS_DIR = project_folder("expectations")
 KNOWN_EXCEPTIONS_FILE = "known_exceptions.yml"
@@ -339,6 +340,82 @@ def dbt_results(results: Iterable[dict]) -> list[CheckResult]:
     return out
 
 
+FRESHNESS_CHECK = "dbt:source_freshness:"
+
+
+def freshness_results(freshness: Iterable) -> list[CheckResult]:
+    """One check per registry file from `dbt source freshness` (transform.SourceFreshness).
+
+    Past the warning threshold the check warns; past the error threshold it is fatal (the
+    night fails); a file with no rows yet is not applicable; a query that failed warns (it
+    says nothing about the registry). Category completeness: the nightly rows are missing.
+    """
+    out = []
+    for f in freshness:
+        status = {
+            "pass": "passed",
+            "warn": "failed",
+            "error": "failed",
+            "no rows": "not_applicable",
+        }
+        limits = ", ".join(
+            f"{word} after {hours} h"
+            for word, hours in (("warn", f.warn_after), ("error", f.error_after))
+            if hours
+        )
+        if f.status == "no rows":
+            summary = "no rows loaded yet"
+        elif f.age_hours is None:
+            summary = f"could not run: {f.message}"
+        else:
+            summary = f"newest row loaded {age_text(f.age_hours)} ago ({limits or 'no threshold'})"
+        out.append(
+            CheckResult(
+                check_name=FRESHNESS_CHECK + f.source,
+                tool="dbt",
+                category="completeness",
+                severity="fatal" if f.status == "error" else "warn",
+                threshold=None,
+                status=status.get(f.status, "error"),
+                target=f"source.{f.source}",
+                details={
+                    "summary": summary,
+                    "age_hours": f.age_hours,
+                    "loaded_at": f.loaded_at,
+                    "warn_after_hours": f.warn_after,
+                    "error_after_hours": f.error_after,
+                    "freshness": f.status,
+                },
+            )
+        )
+    return out
+
+
+def freshness_status(results: Iterable[CheckResult]) -> dict | None:
+    """The night's source freshness for the summary and metrics.json: the overall kind, the
+    thresholds, and each file's age (results of freshness_results, as record() kept them)."""
+    mine = [r for r in results if r.check_name.startswith(FRESHNESS_CHECK)]
+    if not mine:
+        return None
+    kinds = [kind(r.status, r.severity) for r in mine]
+    overall = next((k for k in ("failed", "warned", "passed") if k in kinds), "not applicable")
+    return {
+        "status": overall,
+        "warn_after_hours": mine[0].details.get("warn_after_hours"),
+        "error_after_hours": mine[0].details.get("error_after_hours"),
+        "sources": [
+            {
+                "source": r.check_name.removeprefix(FRESHNESS_CHECK),
+                "kind": k,
+                "age_hours": r.details.get("age_hours"),
+                "loaded_at": r.details.get("loaded_at"),
+                "summary": r.details.get("summary"),
+            }
+            for r, k in zip(mine, kinds, strict=True)
+        ],
+    }
+
+
 @dataclass(frozen=True)
 class QualityStatus:
     """How the night's checks came out: what the quality stage hands on (run summary, report,
@@ -351,6 +428,7 @@ class QualityStatus:
     fatal: list[str]
     warnings: list[str]
     not_passed: list[dict]  # failed first, then warned: check, tool, kind, failing, tolerated
+    freshness: dict | None = None  # freshness_status of the registry's files, when checked
 
     def as_dict(self) -> dict:
         return {
@@ -361,6 +439,7 @@ class QualityStatus:
             "fatal": list(self.fatal),
             "warnings": list(self.warnings),
             "not_passed": [dict(r) for r in self.not_passed],
+            "freshness": self.freshness,
         }
 
 
@@ -379,13 +458,22 @@ def run_status(results: Iterable[CheckResult]) -> QualityStatus:
         line = _describe(
             r.check_name, r.tool, r.status, r.failing_rows, r.checked_rows, r.threshold
         )
+        if r.details.get("summary"):  # a check not about rows says how it failed
+            line = f"{r.check_name} ({r.tool}): {r.details['summary']}"
         if r.known_exception:
             line += f" [known exception: {r.known_exception}]"
         (fatal if r.severity == "fatal" else warnings).append(line)
         (failed_rows if r.severity == "fatal" else warned_rows).append(_not_passed(r))
     overall = "failed" if fatal else "warned" if warnings else "passed"
     return QualityStatus(
-        overall, len(rows), counts, kinds, fatal, warnings, failed_rows + warned_rows
+        overall,
+        len(rows),
+        counts,
+        kinds,
+        fatal,
+        warnings,
+        failed_rows + warned_rows,
+        freshness_status(rows),
     )
 
 
@@ -393,11 +481,14 @@ def _not_passed(r: CheckResult) -> dict:
     """A check that did not pass, as one row of a table (the Prefect artifact)."""
     could_not_run = r.status == "error" or r.failing_rows is None
     tolerated = f"{r.threshold:.1%}" if r.threshold else "0%"
+    failing = "could not run" if could_not_run else r.failing_rows
+    if r.details.get("summary") and r.status != "error":  # not about rows (source freshness)
+        failing, tolerated = r.details["summary"], ""
     return {
         "check": r.check_name + (" (known exception)" if r.known_exception else ""),
         "tool": r.tool,
         "kind": kind(r.status, r.severity),
-        "failing rows": "could not run" if could_not_run else r.failing_rows,
+        "failing rows": failing,
         "tolerated share": "" if could_not_run else tolerated,
     }
 

@@ -127,9 +127,16 @@ def _offline_css(css: str) -> str:
     return _URL_TEXT.sub("", _REMOTE_CSS_URL.sub("none", css))
 
 
+# GE's "Failed Only" filter hides, with a script, the column sections whose checks all passed
+# and their links in the table of contents; data_docs.css hides the sections without it, and
+# each page gets the rule for its own links (which sections those are is known only here).
+_ALL_PASSED_SECTION = "hide-succeeded-validations-column-section-target-child"
+_FAILED_ONLY = "body:has(#option2:checked)"
+
+
 class _Offline(HTMLParser):
     """Re-emits a page without scripts, forms, footers, remote or missing assets and remote
-    links.
+    links; an image left out shows its alt text (GE's logo: the top bar's link home).
 
     Tags that need no change are written back as they came; the others are re-serialised.
     """
@@ -145,6 +152,8 @@ class _Offline(HTMLParser):
         self.dropping: str | None = None  # the tag being dropped, and how deep we are in it
         self.depth = 0
         self.in_style = False
+        self.section: str | None = None  # the id of the ge-section being written
+        self.all_passed: list[str] = []  # sections whose checks all passed
 
     def rewrite(self, page: str) -> str:
         self.feed(page)
@@ -156,7 +165,8 @@ class _Offline(HTMLParser):
         if tag in self.ASSETS:
             url = dict(attrs).get(self.ASSETS[tag])
             if _is_remote(url) or _is_missing(self.page, url):
-                return None
+                alt = dict(attrs).get("alt") if tag == "img" else None
+                return f'<span class="ge-alt">{html.escape(alt)}</span>' if alt else None
         kept = [
             (name, _offline_css(value) if name == "style" else _URL_TEXT.sub("", value))
             if value
@@ -180,6 +190,11 @@ class _Offline(HTMLParser):
         if tag in self.DROPPED and not closed:
             self.dropping, self.depth = tag, 1
             return
+        classes = (dict(attrs).get("class") or "").split()
+        if "ge-section" in classes:
+            self.section = dict(attrs).get("id")
+        if _ALL_PASSED_SECTION in classes and self.section:
+            self.all_passed.append(self.section)
         written = self._tag(tag, attrs, closed)
         if written is not None:
             self.out.append(written)
@@ -199,6 +214,9 @@ class _Offline(HTMLParser):
             return
         if tag == "head":
             self.out.append(f"<style>{_css()}</style>")
+        if tag == "body" and self.all_passed:
+            links = ", ".join(f'{_FAILED_ONLY} a[href="#{s}"]' for s in self.all_passed)
+            self.out.append(f"<style>{links}{{display:none}}</style>")
         self.in_style = False
         self.out.append(f"</{tag}>")
 
@@ -224,7 +242,9 @@ def make_offline(folder: Path) -> None:
     """Strip CDN assets, scripts, dead asset links and remote links from Data Docs; add a small
     inline stylesheet.
 
-    Pages become static HTML (no script needed): collapsed sections are shown open.
+    Pages become static HTML (no script needed): collapsed sections are shown open, the top bar
+    and the table of contents shown from 768 px on as Bootstrap would, and the validation
+    filter works with CSS alone.
     """
     for page in folder.rglob("*.html"):
         text = _Offline(page).rewrite(page.read_text(encoding="utf-8"))

@@ -16,6 +16,7 @@ import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -328,10 +329,12 @@ def run_suites(
     docs_dir: Path,
     folder: Path = EXPECTATIONS_DIR,
     frames: dict | None = None,
+    run_name: str | None = None,
 ) -> list[CheckResult]:
     """Run every suite as a checkpoint and build offline Data Docs into docs_dir.
 
-    `frames` ({target: pandas frame}) replaces the frames read from the warehouse (tests).
+    `frames` ({target: pandas frame}) replaces the frames read from the warehouse (tests);
+    `run_name` names the run on the Data Docs pages (the night; default: the run id).
     """
     suites = load_suites(folder)
     bounds = {
@@ -345,11 +348,24 @@ def run_suites(
         frame = (frames or {}).get(suite.target)
         return target_frame(con, suite.target, run_id, suite.columns) if frame is None else frame
 
-    return _run_checkpoints(suites, frame_of, bounds, docs_dir, run_id, folder)
+    return _run_checkpoints(suites, frame_of, bounds, docs_dir, run_id, folder, run_name)
+
+
+def asset_name(target: str) -> str:
+    """The data asset a suite validates, as its Data Docs pages name it: the mart, or the
+    file's rows this night loaded (its delta)."""
+    schema, _, table = target.partition(".")
+    return table if schema == "marts" else f"{table}.csv, this night's rows"
 
 
 def _run_checkpoints(
-    suites: list[Suite], frame_of, bounds: dict, docs_dir: Path, run_id: str, folder: Path
+    suites: list[Suite],
+    frame_of,
+    bounds: dict,
+    docs_dir: Path,
+    run_id: str,
+    folder: Path,
+    run_name: str | None = None,
 ) -> list[CheckResult]:
     """GE itself: one checkpoint per suite on frame_of(suite), then offline Data Docs.
 
@@ -357,11 +373,14 @@ def _run_checkpoints(
     """
     import great_expectations as gx
     from great_expectations.core.expectation_suite import ExpectationSuite
+    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
     )
 
     exceptions = quality.load_known_exceptions(folder / quality.KNOWN_EXCEPTIONS_FILE)
+    # one run of every suite: its name (the night) and time head each validation page
+    run = RunIdentifier(run_name=run_name or run_id, run_time=datetime.now(UTC))
     results: list[CheckResult] = []
     with tempfile.TemporaryDirectory(prefix="cryoreg-gx-") as tmp:
         site = Path(tmp) / "site"
@@ -393,9 +412,8 @@ def _run_checkpoints(
                     meta={"notes": suite.description} if suite.description else None,
                 )
             )
-            batch = source.add_dataframe_asset(suite.target).add_batch_definition_whole_dataframe(
-                "night"
-            )
+            asset = source.add_dataframe_asset(asset_name(suite.target))
+            batch = asset.add_batch_definition_whole_dataframe("night")
             definition = ctx.validation_definitions.add(
                 gx.ValidationDefinition(name=suite.target, data=batch, suite=gx_suite)
             )
@@ -407,9 +425,13 @@ def _run_checkpoints(
                     result_format=RESULT_FORMAT,
                 )
             )
-            run = checkpoint.run(batch_parameters={"dataframe": frame})
+            outcome = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run)
             ran = True
-            for validation in run.run_results.values():
+            for key, validation in outcome.run_results.items():
+                # GE's page reads the asset's name from the batch spec, which a dataframe's
+                # lacks ("Data asset: None"): name it in the stored result
+                validation.meta.setdefault("batch_spec", {})["data_asset_name"] = asset.name
+                ctx.validation_results_store.set(key, validation)
                 for res in validation.results:
                     cfg = res.expectation_config
                     results.append(_to_result(suite, cfg.meta, cfg.type, res))

@@ -66,6 +66,12 @@ def folder(store: Path) -> Path:
     return store.parent / FOLDER
 
 
+def page_of(store: Path, run_id: str) -> Path | None:
+    """The page a run wrote, if it wrote one (what an alert about the night points to)."""
+    found = sorted(folder(store).glob(f"quarantine-*-{run_id[:8]}.html"))
+    return found[-1] if found else None
+
+
 def write(con: duckdb.DuckDBPyConnection, store: Path, run_id: str) -> Path | None:
     """Write the night's page (None when nothing is held back) and return its path."""
     held, tonight = con.execute(

@@ -22,3 +22,8 @@ def check_counts(kinds: dict[str, int]) -> str:
     """How a night's checks came out, by kind, in the same words everywhere."""
     order = ("passed", "warned", "failed", "not applicable")
     return ", ".join(f"{kinds.get(k, 0)} {k}" for k in order)
+
+
+def age_text(hours: float) -> str:
+    """An age as people say it: hours up to two days, then days."""
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"

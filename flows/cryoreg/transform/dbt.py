@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
 import duckdb
@@ -117,14 +121,51 @@ def log_build(warehouse: Path, fingerprint: str, summary: DbtSummary) -> None:
         )
 
 
+Progress = Callable[[int, int], None]  # (nodes done, nodes in the build)
+
+
+class _NodeCounter:
+    """A dbt event callback: counts the build's finished nodes for `on_progress`.
+
+    dbt announces the build's node count once (ConcurrencyLine) and fires NodeFinished as each
+    node ends, from its worker threads.
+    """
+
+    def __init__(self, on_progress: Progress) -> None:
+        self.on_progress = on_progress
+        self.total = 0
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, event) -> None:
+        name = event.info.name
+        if name == "ConcurrencyLine":
+            self.total = int(event.data.node_count)
+            done = self.done
+        elif name == "NodeFinished":
+            with self._lock:
+                self.done += 1
+                done = self.done
+        else:
+            return
+        if self.total:
+            self.on_progress(min(done, self.total), self.total)
+
+
 def dbt_build(
-    warehouse: Path, pseudonym_key: str, full_refresh: bool = False, select: str | None = None
+    warehouse: Path,
+    pseudonym_key: str,
+    full_refresh: bool = False,
+    select: str | None = None,
+    on_progress: Progress | None = None,
 ) -> DbtSummary:
     """Build and test every model; the profile reads the file path and key from the env.
+    `on_progress(done, total)` is called as nodes finish (from dbt's threads).
 
     No per-run `--vars`: dbt hashes the command-line vars into its partial-parse state, so a
     run id passed there made every night re-parse the whole project (about 3 s). With the
-    same warehouse path and key, dbt reuses target/partial_parse.msgpack between nights.
+    same warehouse path, key and settings (the freshness thresholds, `dbt_vars`), dbt reuses
+    target/partial_parse.msgpack between nights.
 
     The night checks data, not code: dbt's unit tests (fixed inputs, the SQL logic) run in the
     test suite (tests/test_dbt_unit.py), not here. Nor does the night write manifest.json and
@@ -140,7 +181,8 @@ def dbt_build(
         args.append("--full-refresh")
     if select:  # a part of the project (e.g. only the registry's layers)
         args += ["--select", *select.split()]
-    outcome = _invoke(warehouse, pseudonym_key, args)
+    callbacks = [_NodeCounter(on_progress)] if on_progress else []
+    outcome = _invoke(warehouse, pseudonym_key, args, callbacks)
     summary = DbtSummary(full_refresh=reason)
     results = getattr(outcome.result, "results", None) or []
     for res in results:
@@ -179,7 +221,13 @@ def dbt_build(
     return summary
 
 
-def _invoke(warehouse: Path, pseudonym_key: str, command: list[str]):
+def dbt_vars() -> str:
+    """The settings dbt reads as vars (the sources' freshness thresholds), the same on every
+    command so that partial parsing stays valid between commands and nights."""
+    return json.dumps(config.freshness().dbt_vars(), sort_keys=True)
+
+
+def _invoke(warehouse: Path, pseudonym_key: str, command: list[str], callbacks=()):
     """Run one dbt command in-process on the store, quietly, without run_results.json and,
     unless DBT_LOG_LEVEL_FILE asks for it, without dbt's debug file log.
 
@@ -203,11 +251,11 @@ def _invoke(warehouse: Path, pseudonym_key: str, command: list[str]):
         args += ["--target-path", str(state / "target")]
     if not os.environ.get("DBT_LOG_PATH"):
         args += ["--log-path", str(state / "logs")]
-    args += ["--quiet", "--no-write-json"]
+    args += ["--quiet", "--no-write-json", "--vars", dbt_vars()]
     if not os.environ.get("DBT_LOG_LEVEL_FILE"):
         args += ["--log-level-file", "none"]
     try:
-        return dbtRunner().invoke(args)
+        return dbtRunner(callbacks=list(callbacks)).invoke(args)
     finally:
         _release_duckdb()
 
@@ -234,3 +282,55 @@ def snapshot_quarantine(warehouse: Path, pseudonym_key: str) -> None:
     if not outcome.success:
         cause = outcome.exception or "rerun with DBT_LOG_LEVEL_FILE=debug for dbt's log"
         raise TransformError(f"dbt snapshot of the quarantine failed: {str(cause).splitlines()[0]}")
+
+
+@dataclass(frozen=True)
+class SourceFreshness:
+    """How long ago one registry file's newest ledger row was loaded, judged by dbt against the
+    thresholds (hours) in effect: pass, warn, error, no rows (nothing loaded yet) or runtime
+    error (the query failed; message says why)."""
+
+    source: str  # registry.<file>
+    status: str
+    age_hours: float | None
+    loaded_at: str | None  # ISO, UTC
+    warn_after: int | None
+    error_after: int | None
+    message: str = ""
+
+
+def source_freshness(warehouse: Path, pseudonym_key: str) -> list[SourceFreshness]:
+    """`dbt source freshness` on the store's ledger: one result per registry file, by name.
+
+    It reads only the ledger (no model), so it can run right after ingest, before the build,
+    and on a night with nothing new, when a silent registry matters most.
+    """
+    limits = config.freshness()
+    outcome = _invoke(warehouse, pseudonym_key, ["source", "freshness", "--log-level", "none"])
+    results = getattr(outcome.result, "results", None) or []
+    if not results and outcome.exception is not None:
+        raise TransformError(
+            f"dbt source freshness failed: {str(outcome.exception).splitlines()[0]}"
+        )
+    found = []
+    for res in results:
+        name = f"{res.node.source_name}.{res.node.name}"
+        status = str(getattr(res.status, "value", res.status))
+        loaded = getattr(res, "max_loaded_at", None)
+        if loaded is not None and loaded.year < 1900:  # max() over no rows
+            loaded = None
+        age = getattr(res, "age", None)
+        if status != "runtime error" and loaded is None:
+            status, age = "no rows", None
+        found.append(
+            SourceFreshness(
+                source=name,
+                status=status,
+                age_hours=None if age is None else round(age / 3600, 3),
+                loaded_at=None if loaded is None else loaded.astimezone(UTC).isoformat(),
+                warn_after=limits.warn_after,
+                error_after=limits.error_after,
+                message="" if status != "runtime error" else str(res.message or "")[:300],
+            )
+        )
+    return sorted(found, key=lambda f: f.source)
