@@ -163,8 +163,7 @@ def hand_over_stage(paths: config.RunPaths, key: str, run_id: str) -> None:
     quarantine, the night's ledger rows and versions) into the DuckDB store as Arrow."""
     from cryoreg.engine import spark as engine
 
-    with publish.open_store(paths) as con:
-        ledger.ensure_audit(con)
+    with publish.open_store(paths) as con:  # made, with its audit tables, by ingest
         handed = engine.hand_over(engine.session(paths.warehouse, key), con, run_id)
     get_run_logger().info("handed over from Spark: %d rows", sum(handed.values()))
 
