@@ -61,6 +61,17 @@ def dbt_state_dir(store: Path) -> Path:
     return store.with_name(f"{store.stem}.dbt")
 
 
+def cache_dir() -> Path:
+    """Machine-wide copies that only save time, each rebuilt by the run that misses it (a new
+    PREFECT_HOME's migrated database, dbt's parsed project): CRYOREG_CACHE_DIR, else
+    $XDG_CACHE_HOME/cryoreg, else ~/.cache/cryoreg. Deleting it is always safe."""
+    given = os.environ.get("CRYOREG_CACHE_DIR")
+    if given:
+        return Path(given).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "cryoreg"
+
+
 def pseudonym_key() -> str:
     """The HMAC key for patient keys; a visible demo key outside production."""
     key = os.environ.get("CRYOREG_PSEUDONYM_KEY", "")

@@ -18,10 +18,12 @@ the run reports to that server.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -29,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime
+from pathlib import Path
 
 STOP_WAIT_SECONDS = 5
 
@@ -156,8 +159,70 @@ def _exit_with_parent(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)  # uvicorn shuts down cleanly
 
 
+def prepare_database() -> None:
+    """Give a new PREFECT_HOME an empty database already at Prefect's newest migration.
+
+    Migrating a new SQLite database through every Alembic revision costs ~5 s, on each run with
+    a new PREFECT_HOME (a first night, a container, a test). The result is the same for every
+    home and the same Prefect, so the first such run keeps a copy in the machine's cache
+    (config.cache_dir(): prefect-<version>.db) and later new homes start from it; the server's
+    own start-up then finds nothing to migrate. Only for Prefect's default SQLite file; a
+    cache that cannot be read or written only costs the migration.
+    """
+    import prefect
+    from prefect.settings import get_current_settings
+
+    from cryoreg import config
+
+    settings = get_current_settings()
+    home = Path(settings.home)
+    database = home / "prefect.db"
+    url = settings.server.database.connection_url
+    url = url.get_secret_value() if url is not None else None
+    if url not in (None, f"sqlite+aiosqlite:///{database}") or database.exists():
+        return
+    template = config.cache_dir() / f"prefect-{prefect.__version__}.db"
+    try:
+        if template.is_file():
+            _place(template, database)
+            return
+    except (OSError, sqlite3.Error):  # unreadable or not a database: migrate, and replace it
+        pass
+    import asyncio
+
+    from prefect.server.database import provide_database_interface
+
+    asyncio.run(provide_database_interface().create_db())
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        _place(database, template, replace=True)
+    except (OSError, sqlite3.Error):
+        pass
+
+
+def _place(source: Path, target: Path, replace: bool = False) -> None:
+    """Copy a SQLite database whole (sqlite's backup, so a WAL's pages come too) to a temporary
+    name beside `target`, then give it the name: a new home's file only if none appeared
+    meanwhile (a second run starting on the same home keeps the first one's), the cache's
+    always."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with sqlite3.connect(source) as src, sqlite3.connect(partial) as dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+        if replace:
+            os.replace(partial, target)
+        else:
+            with contextlib.suppress(FileExistsError):
+                os.link(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _serve(fd: int, parent: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    prepare_database()
     import uvicorn
     from prefect.server.api.server import create_app
 

@@ -1,0 +1,62 @@
+"""A run with a new PREFECT_HOME and a new warehouse starts from the machine's cache (Prefect's
+migrated database, dbt's parse state) and gives the same night as one that built them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from conftest import CRYOREG, metric_differences
+
+
+def _night(base: Path, name: str, cache: Path) -> dict:
+    """`cryoreg run` on base/extracts into a warehouse and a Prefect home of its own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DBT_TARGET_PATH", "DBT_LOG_PATH")}
+    env |= {"CRYOREG_CACHE_DIR": str(cache), "PREFECT_HOME": str(base / name / "prefect")}
+    args = ["run", "--warehouse", f"{name}/cryoreg.duckdb", "--out", f"{name}/out"]
+    proc = subprocess.run(
+        [*CRYOREG, *args], cwd=base, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((base / name / "out" / "metrics.json").read_text())
+
+
+def _migration(database: Path) -> str:
+    with sqlite3.connect(database) as con:
+        return con.execute("select version_num from alembic_version").fetchone()[0]
+
+
+def test_new_homes_start_from_the_cache_and_a_broken_cache_is_rebuilt(tmp_path):
+    subprocess.run([*CRYOREG, "synth", "extracts"], cwd=tmp_path, check=True, capture_output=True)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for broken in ("prefect-0.db", "dbt-parse-0.msgpack"):  # names are per version: see below
+        (cache / broken).write_bytes(b"not what it claims to be")
+
+    first = _night(tmp_path, "first", cache)
+    template = next(cache.glob("prefect-[0-9]*.db"))
+    parse_state = [p for p in cache.glob("dbt-parse-*.msgpack") if p.name != "dbt-parse-0.msgpack"]
+    assert parse_state, sorted(p.name for p in cache.iterdir())
+    home = tmp_path / "first" / "prefect" / "prefect.db"
+    assert _migration(template) == _migration(home)  # the cache holds a migrated database
+
+    # a cache entry that is not what it claims to be costs time, never the night
+    template.write_bytes(b"truncated")
+    parse_state[0].write_bytes(b"truncated")
+    second = _night(tmp_path, "second", cache)
+    assert _migration(template) == _migration(home)  # rebuilt
+    assert parse_state[0].read_bytes() != b"truncated"
+
+    third = _night(tmp_path, "third", cache)  # from the rebuilt cache
+    assert _migration(tmp_path / "third" / "prefect" / "prefect.db") == _migration(home)
+    store_state = tmp_path / "third" / "cryoreg.store.dbt" / "target" / "partial_parse.msgpack"
+    assert store_state.is_file()
+
+    for night in (second, third):
+        assert not metric_differences(
+            {k: v for k, v in first.items() if k != "run"},
+            {k: v for k, v in night.items() if k != "run"},
+        )
