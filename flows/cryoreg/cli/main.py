@@ -200,6 +200,7 @@ def run(
             with (
                 run_log.to_file(warehouse) as _Stop.log,
                 stages.following_the_run() if stages else contextlib.nullcontext(),
+                prefect_api.run_settings(api),
             ):
                 result = nightly.nightly(str(extracts), str(warehouse), str(out), full_refresh)
             _Stop.over = True  # the night is done: a signal from now on changes nothing

@@ -409,13 +409,21 @@ def _build_and_publish(
     if config.engine() == "spark":
         hand_over_stage(paths, key, run_id)
     staged_out.mkdir(parents=True)
-    data_quality = quality_stage(
-        paths, run_id, landed, dbt_summary, staged_out, freshness, _night_name(started, run_id)
-    )
+    publish.build_candidate(paths, run_id)
+    # the statistics, from the marts analysts will read, while the night's checks run: a
+    # failed check discards both
+    analyzed = analyze_stage.submit(candidate)
+    try:
+        data_quality = quality_stage(
+            paths, run_id, landed, dbt_summary, staged_out, freshness, _night_name(started, run_id)
+        )
+    except Exception:
+        analyzed.wait()  # its connection to the run's file closes before the file goes
+        raise
+    results = analyzed.result()
     with publish.open_store(paths) as con:
         trends.ensure_table(con)  # the history's table, published even before a first row
-    publish.build_candidate(paths, run_id)
-    results = analyze_stage(candidate)
+    publish.complete_candidate(paths, candidate)
     run = run_block(landed, run_id, started)
     run["data_quality"] = data_quality.as_dict()
     run["dbt"] = {

@@ -30,6 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -150,6 +151,23 @@ def use(api: TemporaryApi | None, preload: tuple[str, ...] = ()) -> None:
     os.environ["PREFECT_API_URL"] = api.url
     os.environ.setdefault("PREFECT_UI_URL", "")  # no UI: no "View at" link to a dead server
     refresh_global_settings_context()  # Prefect read the environment when it was imported
+
+
+@contextlib.contextmanager
+def run_settings(api: TemporaryApi | None) -> Iterator[None]:
+    """Prefect's settings for the flow run on the temporary API: no flow-run heartbeats.
+
+    Heartbeats let a lasting server tell a crashed run from a long one; the temporary API ends
+    with its run, and the engine's heartbeat thread, which sleeps in one-second steps, held up
+    the end of every night by up to a second.
+    """
+    if api is None or api.process is None:
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def _exit_with_parent(parent: int) -> None:

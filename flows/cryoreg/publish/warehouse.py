@@ -30,6 +30,7 @@ PUBLISHED_TABLES = (
     ("audit", "load_log", "load_log"),
     ("audit", "night_metrics", "night_metrics"),
 )
+AUDIT = "audit"  # the schema of the night's checks and accounting
 # the folder of out/ that keeps every night's outputs: a night adds to it, never replaces it
 NIGHTS = "nights"
 
@@ -63,24 +64,34 @@ def ensure_free_space(folder: Path, needed: int, what: str) -> None:
 
 
 def build_candidate(paths: RunPaths, run_id: str) -> Path:
-    """Write the analysts' file for this run from the store, under the run's own name."""
+    """Write the analysts' file for this run from the store, under the run's own name: the
+    marts and the quarantine, which the statistics read while the night's checks run."""
     candidate = paths.candidate(run_id)
     # the new file is about as large as the last one (or a quarter of the store, the first time)
     last = paths.warehouse.stat().st_size if paths.warehouse.exists() else 0
     guess = last or paths.store.stat().st_size // 4
     ensure_free_space(candidate.parent, int(guess * 1.2) + 16 * 2**20, "the published file")
     discard(candidate)
+    _copy_tables(paths, candidate, [t for t in PUBLISHED_TABLES if t[0] != AUDIT])
+    return candidate
+
+
+def complete_candidate(paths: RunPaths, candidate: Path) -> None:
+    """Add the audit tables to the run's file once the night's checks are recorded."""
+    _copy_tables(paths, candidate, [t for t in PUBLISHED_TABLES if t[0] == AUDIT])
+
+
+def _copy_tables(paths: RunPaths, candidate: Path, tables: list[tuple[str, str, str]]) -> None:
     con = duckdb.connect(str(candidate))
     try:
         con.execute(f"attach '{paths.store}' as store (read_only)")
-        for schema in sorted({s for s, _, _ in PUBLISHED_TABLES}):
+        for schema in sorted({s for s, _, _ in tables}):
             con.execute(f"create schema {schema}")
-        for schema, source, target in PUBLISHED_TABLES:
+        for schema, source, target in tables:
             con.execute(f"create table {schema}.{target} as select * from store.{schema}.{source}")
         con.execute("detach store")
     finally:
         con.close()
-    return candidate
 
 
 def publish(paths: RunPaths, candidate: Path, staged_out: Path) -> list[Path]:

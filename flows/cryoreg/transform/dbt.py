@@ -246,7 +246,7 @@ def _invoke(warehouse: Path, pseudonym_key: str, command: list[str], callbacks=(
 
         engine.session(warehouse, pseudonym_key)
     project = str(config.project_folder("dbt_project"))
-    args = [*command, "--project-dir", project, "--profiles-dir", project]
+    args = ["--project-dir", project, "--profiles-dir", project]
     state = config.dbt_state_dir(warehouse)
     target = Path(os.environ.get("DBT_TARGET_PATH") or state / "target")
     args += ["--target-path", str(target)]
@@ -257,14 +257,38 @@ def _invoke(warehouse: Path, pseudonym_key: str, command: list[str], callbacks=(
         args += ["--log-level", "none"]
     if not os.environ.get("DBT_LOG_LEVEL_FILE"):
         args += ["--log-level-file", "none"]
-    parsed = target / PARSED
-    shared = _shared_parse(project)
-    before = _seed(shared, parsed)
     try:
-        return dbtRunner(callbacks=list(callbacks)).invoke(args)
+        manifest = _parsed(project, target, args)
+        return dbtRunner(manifest=manifest, callbacks=list(callbacks)).invoke([*command, *args])
     finally:
         _release_duckdb()
-        _share(parsed, shared, before)
+
+
+# The last parsed project, by code, store and arguments: a night's dbt commands (freshness,
+# build, snapshot) parse once.
+_MANIFESTS: dict[tuple, object] = {}
+
+
+def _parsed(project: str, target: Path, args: list[str]):
+    """The project parsed by `dbt parse` once per process for its code and these arguments, or
+    None when the parse failed (the command then parses itself, and reports why)."""
+    from dbt.cli.main import dbtRunner
+
+    code = project_fingerprint(Path(project))
+    key = (code, config.engine(), os.environ["CRYOREG_WAREHOUSE_PATH"], *args)
+    if key not in _MANIFESTS:
+        parsed = target / PARSED
+        shared = _shared_parse(project)
+        before = _seed(shared, parsed)
+        try:
+            outcome = dbtRunner().invoke(["parse", *args])
+        finally:
+            _share(parsed, shared, before)
+        if not outcome.success:
+            return None
+        _MANIFESTS.clear()  # one at a time: a process building many stores keeps one
+        _MANIFESTS[key] = outcome.result
+    return _MANIFESTS[key]
 
 
 PARSED = "partial_parse.msgpack"
