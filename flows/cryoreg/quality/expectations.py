@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,10 +22,31 @@ from pathlib import Path
 
 import duckdb
 
+from cryoreg import config
 from cryoreg.contract import BY_ENTITY, ExtractFile
 from cryoreg.quality import checks as quality
 from cryoreg.quality.checks import EXPECTATIONS_DIR, CheckResult
 from cryoreg.quality.data_docs import index_page, make_offline
+
+
+def _keep_spark_out() -> None:
+    """Off Spark, tell Great Expectations that pyspark is absent.
+
+    GE imports pyspark whenever it is installed, for its optional Spark support: about 1 s of
+    every night, and pyspark's connect module ends processes started with `python -c` when
+    grpc is missing. The checks hand GE pandas frames on either engine; on Spark, pyspark is
+    imported before GE and this changes nothing.
+    """
+    try:
+        spark = config.engine() == "spark"
+    except config.ConfigurationError:  # the run refuses the setting itself
+        spark = False
+    if not spark:
+        sys.modules.setdefault("pyspark", None)  # `import pyspark` then fails at once
+
+
+_keep_spark_out()
+
 
 # BASIC still reports element, missing and unexpected counts (all a check result needs);
 # SUMMARY adds the failing rows' index list and a query for them, each a filtered copy of the
