@@ -19,18 +19,20 @@
     version is a deletion is deleted, one with no passing version has none.
     `judged`: a relation with `key`, _problems, _extract_date, _source_line, _is_deleted and
     _reference_problem (null on rows with problems of their own). One hash aggregate per id
-    finds the current version, no sort of the versions. -#}
+    finds the current version, no sort of the versions. `judged` and the CTEs here are inlined,
+    not materialized: the aggregate reads only the keys, order and problems it needs, instead
+    of a stored copy of every version with all its columns. -#}
 {% macro version_verdicts(judged, key) -%}
     with
 
-    ordered as (
+    ordered as {{ inlined() }} (
         select
             judged.*,
             {{ version_order('judged._extract_date', 'judged._source_line') }} as _version_order
         from {{ judged }} as judged
     ),
 
-    current_versions as (
+    current_versions as {{ inlined() }} (
         select
             {{ key }},
             max(_version_order) as _current_order

@@ -5,7 +5,7 @@
 -- Source: docs/extract-contract.md ("Bad input").
 with
 
-versions as (
+versions as {{ inlined() }} (
     {{ counted_rows(ref('stg_registry__imaging')) }}
 ),
 
@@ -13,7 +13,7 @@ tumors as (
     select * from {{ ref('int_tumors_current') }}
 ),
 
-judged as (
+judged as {{ inlined() }} (
     select
         versions.*,
         case

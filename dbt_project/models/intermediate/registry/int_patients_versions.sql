@@ -4,7 +4,7 @@
 -- Source: docs/extract-contract.md ("Identity and versions").
 with
 
-judged as (
+judged as {{ inlined() }} (
     select
         counted.*,
         {{ no_problem() }}

@@ -4,7 +4,7 @@
 -- Source: docs/extract-contract.md ("Bad input").
 with
 
-versions as (
+versions as {{ inlined() }} (
     {{ counted_rows(ref('stg_registry__tumors')) }}
 ),
 
@@ -12,7 +12,7 @@ procedures as (
     select * from {{ ref('int_procedures_current') }}
 ),
 
-judged as (
+judged as {{ inlined() }} (
     select
         versions.*,
         case
