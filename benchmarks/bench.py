@@ -298,7 +298,7 @@ def bench_size(
 
         if size == "paper":
             # the first run on a machine: a new warehouse, a new PREFECT_HOME and an empty
-            # start-up cache (Prefect's migrations and dbt's full parse paid once)
+            # start-up cache (Prefect's migrations paid once)
             shutil.rmtree(wh.parent, ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)
             first = {"CRYOREG_CACHE_DIR": str(work / "empty-cache"),
@@ -510,8 +510,7 @@ def render(results: dict) -> str:
                 lines.append(
                     f"\nFirst `cryoreg run` on a machine, {r['size']} registry (a new warehouse,"
                     f" a new PREFECT_HOME, an empty start-up cache): {m['wall_s']:.1f} s"
-                    f" (start-up {_f(m.get('startup_s'))} s, source freshness with dbt's full"
-                    f" parse {_f(m.get('stages', {}).get('source freshness'))} s).\n"
+                    f" (start-up {_f(m.get('startup_s'))} s).\n"
                 )
         for r in run["sizes"]:
             spark_diffs = r.get("spark", {}).get("metrics_diffs", [])

@@ -62,8 +62,8 @@ def dbt_state_dir(store: Path) -> Path:
 
 
 def cache_dir() -> Path:
-    """Machine-wide copies that only save time, each rebuilt by the run that misses it (a new
-    PREFECT_HOME's migrated database, dbt's parsed project): CRYOREG_CACHE_DIR, else
+    """Machine-wide copies that only save time, each rebuilt by the run that misses it (an
+    empty Prefect database, migrated, for a new PREFECT_HOME): CRYOREG_CACHE_DIR, else
     $XDG_CACHE_HOME/cryoreg, else ~/.cache/cryoreg. Deleting it is always safe."""
     given = os.environ.get("CRYOREG_CACHE_DIR")
     if given:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -258,7 +257,7 @@ def _invoke(warehouse: Path, pseudonym_key: str, command: list[str], callbacks=(
     if not os.environ.get("DBT_LOG_LEVEL_FILE"):
         args += ["--log-level-file", "none"]
     try:
-        manifest = _parsed(project, target, args)
+        manifest = _parsed(project, args)
         return dbtRunner(manifest=manifest, callbacks=list(callbacks)).invoke([*command, *args])
     finally:
         _release_duckdb()
@@ -269,7 +268,7 @@ def _invoke(warehouse: Path, pseudonym_key: str, command: list[str], callbacks=(
 _MANIFESTS: dict[tuple, object] = {}
 
 
-def _parsed(project: str, target: Path, args: list[str]):
+def _parsed(project: str, args: list[str]):
     """The project parsed by `dbt parse` once per process for its code and these arguments, or
     None when the parse failed (the command then parses itself, and reports why)."""
     from dbt.cli.main import dbtRunner
@@ -277,69 +276,12 @@ def _parsed(project: str, target: Path, args: list[str]):
     code = project_fingerprint(Path(project))
     key = (code, config.engine(), os.environ["CRYOREG_WAREHOUSE_PATH"], *args)
     if key not in _MANIFESTS:
-        parsed = target / PARSED
-        shared = _shared_parse(project)
-        before = _seed(shared, parsed)
-        try:
-            outcome = dbtRunner().invoke(["parse", *args])
-        finally:
-            _share(parsed, shared, before)
+        outcome = dbtRunner().invoke(["parse", *args])
         if not outcome.success:
             return None
         _MANIFESTS.clear()  # one at a time: a process building many stores keeps one
         _MANIFESTS[key] = outcome.result
     return _MANIFESTS[key]
-
-
-PARSED = "partial_parse.msgpack"
-
-
-def _shared_parse(project: str) -> Path:
-    """The machine cache's copy of dbt's parse state for this project folder, dbt and engine.
-
-    Parsing the whole project costs ~3 s; dbt's partial parsing cuts it to ~0.2 s but keeps its
-    state in the store's own target/, so every new store (a first night, a test, a benchmark)
-    paid the full parse. A new target/ starts from the last state any store left here; dbt
-    checks it as always (file hashes, vars, environment) and reparses what differs.
-    """
-    from dbt.version import __version__ as dbt_version
-
-    key = hashlib.sha256(f"{project}\0{dbt_version}\0{config.engine()}".encode()).hexdigest()
-    return config.cache_dir() / f"dbt-parse-{key[:16]}.msgpack"
-
-
-def _seed(shared: Path, parsed: Path) -> tuple[int, int] | None:
-    """Copy the shared parse state into a target/ that has none; return the state's (mtime,
-    size) before the command, to tell afterwards whether dbt wrote a new one."""
-    try:
-        if not parsed.exists() and shared.is_file():
-            parsed.parent.mkdir(parents=True, exist_ok=True)
-            _copy(shared, parsed)
-        stat = parsed.stat()
-        return (stat.st_mtime_ns, stat.st_size)
-    except OSError:
-        return None
-
-
-def _share(parsed: Path, shared: Path, before: tuple[int, int] | None) -> None:
-    """Leave a parse state dbt just wrote in the machine cache (best effort)."""
-    try:
-        stat = parsed.stat()
-        if (stat.st_mtime_ns, stat.st_size) != before:
-            shared.parent.mkdir(parents=True, exist_ok=True)
-            _copy(parsed, shared)
-    except OSError:
-        pass
-
-
-def _copy(source: Path, target: Path) -> None:
-    """Copy under a temporary name, then rename: a reader never sees half a file."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    try:
-        shutil.copyfile(source, partial)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _release_duckdb() -> None:
