@@ -253,3 +253,73 @@ def test_sigterm_stops_a_night_and_leaves_the_published_warehouse(tmp_path):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
     assert fct_tumor_rows(warehouse) > 0  # still opens
+
+
+def dbt_processes(run: subprocess.Popen) -> list[int]:
+    """The pids of the dbt process a run started (its command line names the run's pid)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"cryoreg.transform.dbt_process" in argv and str(run.pid).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def second_night(base: Path) -> tuple[Path, str, bytes]:
+    """A published first night, and the second night's folder waiting in extracts/: the
+    warehouse, its sha256 and the published metrics."""
+    run_cryoreg("synth", "registry", "--profile", "paper", "--nights", "2", cwd=base)
+    first, second = extract_dates(2)
+    shutil.copytree(base / "registry" / first, base / "extracts" / first)
+    run_cryoreg("run", cwd=base)
+    warehouse = base / "warehouse" / "cryoreg.duckdb"
+    shutil.copytree(base / "registry" / second, base / "extracts" / second)
+    return warehouse, sha256(warehouse), (base / "out" / "metrics.json").read_bytes()
+
+
+def test_a_stop_during_the_dbt_build_ends_the_dbt_process_too(tmp_path):
+    warehouse, published, metrics = second_night(tmp_path)
+    proc = start_cryoreg("run", cwd=tmp_path)
+    try:
+        wait_for(proc, tmp_path / "run.stdout", "stage started: dbt build")
+        children = dbt_processes(proc)
+        assert children  # dbt builds in a process of its own
+        os.killpg(proc.pid, signal.SIGTERM)  # the run's group: the dbt process is not in it
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stdout, stderr = output(tmp_path)
+    assert code == 128 + signal.SIGTERM, (stdout[-3000:], stderr)
+    assert stderr.splitlines() == [
+        "cryoreg: interrupted by SIGTERM; the published warehouse is unchanged"
+    ] or stderr.splitlines()[-1].startswith("cryoreg: interrupted by SIGTERM"), stderr
+    assert "leaked" not in stderr
+    assert dbt_processes(proc) == [] and not any(Path(f"/proc/{p}").exists() for p in children)
+    assert sha256(warehouse) == published
+    assert (tmp_path / "out" / "metrics.json").read_bytes() == metrics
+
+    run_cryoreg("run", cwd=tmp_path)  # the store recovers: the next night publishes
+    assert sha256(warehouse) != published
+
+
+def test_a_dbt_process_that_dies_fails_the_night_in_one_line(tmp_path):
+    warehouse, published, metrics = second_night(tmp_path)
+    proc = start_cryoreg("run", cwd=tmp_path)
+    try:
+        wait_for(proc, tmp_path / "run.stdout", "stage started: dbt build")
+        for pid in dbt_processes(proc):
+            os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stdout, stderr = output(tmp_path)
+    assert code == 1, (stdout[-3000:], stderr)
+    assert stderr.splitlines() == [stderr.splitlines()[0]], stderr
+    assert stderr.startswith("cryoreg: error: dbt build failed: the dbt process ended"), stderr
+    assert sha256(warehouse) == published
+    assert (tmp_path / "out" / "metrics.json").read_bytes() == metrics

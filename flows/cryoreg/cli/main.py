@@ -191,9 +191,20 @@ def run(
             api = prefect_api.start()  # its start-up overlaps the imports below
             if spark:
                 engine.warm_up(warehouse.resolve())  # and the JVM's
+            else:  # and dbt's imports and parse, in the dbt process
+                from cryoreg.transform import dbt, dbt_process
+
+                store = config.store_path(warehouse.resolve())
+                log = config.dbt_state_dir(store) / "logs" / "dbt-process.log"
+                dbt_process.start(dbt.request(store, config.pseudonym_key(), None), log)
+            from cryoreg import preload
             from cryoreg.flows import nightly
 
-            prefect_api.use(api, preload=nightly.STAGE_IMPORTS)
+            dbt_here = nightly.DBT_IMPORTS if spark else ()
+            preload.plan((*dbt_here, *nightly.STAGE_IMPORTS))
+            # with the dbt process, the machine's cores are busy until the API is up: the run
+            # imports its later stages while the dbt process builds
+            prefect_api.use(api, preload=spark)
             _keep_sigterm_ours()
             from cryoreg.flows import run_log
 

@@ -20,17 +20,18 @@ from cryoreg.flows import alerts, artifacts, progress
 from cryoreg.ingest import landing, ledger
 from cryoreg.publish import runlock
 from cryoreg.publish import warehouse as publish
-from cryoreg.quality import accounting, expectations, marts, steward_page
+from cryoreg.quality import accounting, expectations, steward_page
 from cryoreg.quality import checks as quality
 from cryoreg.report import html as report
 from cryoreg.report import nights, trends
 from cryoreg.transform import dbt as transform
 
-# What the stages import on first use, in stage order: `cryoreg run` imports them while
-# Prefect's temporary API server is still starting (prefect_api.use).
+# What the stages import on first use, in stage order: `cryoreg run` imports them while it
+# waits (preload): for Prefect's temporary API to start, for the dbt process to build. dbt itself
+# only where it runs in the run's own process (on Spark).
+DBT_IMPORTS = ("dbt.cli.main",)
 STAGE_IMPORTS = (
-    "dbt.cli.main",
-    "dbt.adapters.duckdb",
+    "cryoreg.quality.marts",
     "great_expectations",
     "scipy.stats",
     "lifelines",
@@ -181,6 +182,8 @@ def quality_stage(
 ) -> quality.QualityStatus:
     """Account for every row, then record every check of the night in audit.check_results;
     fail on the quarantine limit or a fatal check."""
+    from cryoreg.quality import marts  # pandera: imported while the run waits (STAGE_IMPORTS)
+
     logger = get_run_logger()
     with publish.open_store(paths) as con:
         limit = config.quarantine_limit()

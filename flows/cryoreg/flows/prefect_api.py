@@ -19,20 +19,20 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+
+from cryoreg import children
+from cryoreg import preload as imports
 
 STOP_WAIT_SECONDS = 5
 
@@ -127,12 +127,13 @@ def start() -> TemporaryApi | None:
     return api
 
 
-def use(api: TemporaryApi | None, preload: tuple[str, ...] = ()) -> None:
+def use(api: TemporaryApi | None, preload: bool = True) -> None:
     """Point Prefect at the temporary API, once it answers; call before the flow runs.
 
-    While the server is still starting, import `preload` (modules the stages import later
-    anyway), one at a time, stopping as soon as it answers. PREFECT_API_URL may also come from a
-    Prefect profile or prefect.toml: then that server is used and the temporary one stopped.
+    With `preload`, import what the stages import later anyway while the server is still
+    starting, one module at a time, stopping as soon as it answers. PREFECT_API_URL may also
+    come from a Prefect profile or prefect.toml: then that server is used and the temporary
+    one stopped.
     """
     if api is None:
         return
@@ -143,10 +144,8 @@ def use(api: TemporaryApi | None, preload: tuple[str, ...] = ()) -> None:
     if settings.api.url:
         api.stop()
         return
-    for module in preload:
-        if api.ready():
-            break
-        importlib.import_module(module)
+    while preload and not api.ready() and imports.next_module():
+        pass
     api.wait_ready(settings.server.ephemeral.startup_timeout_seconds)
     os.environ["PREFECT_API_URL"] = api.url
     os.environ.setdefault("PREFECT_UI_URL", "")  # no UI: no "View at" link to a dead server
@@ -170,14 +169,7 @@ def run_settings(api: TemporaryApi | None) -> Iterator[None]:
         yield
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Stop this server when the run that started it is gone (even after a SIGKILL)."""
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os.kill(os.getpid(), signal.SIGTERM)  # uvicorn shuts down cleanly
-
-
-def prepare_database() -> None:
+def prepare_database() -> bool:
     """Give a new PREFECT_HOME an empty database already at Prefect's newest migration.
 
     Migrating a new SQLite database through every Alembic revision costs ~5 s, on each run with
@@ -185,7 +177,8 @@ def prepare_database() -> None:
     home and the same Prefect, so the first such run keeps a copy in the machine's cache
     (config.cache_dir(): prefect-<version>.db) and later new homes start from it; the server's
     own start-up then finds nothing to migrate. Only for Prefect's default SQLite file; a
-    cache that cannot be read or written only costs the migration.
+    cache that cannot be read or written only costs the migration. True when the home's
+    database is new, so at the newest migration.
     """
     import prefect
     from prefect.settings import get_current_settings
@@ -198,12 +191,11 @@ def prepare_database() -> None:
     url = settings.server.database.connection_url
     url = url.get_secret_value() if url is not None else None
     if url not in (None, f"sqlite+aiosqlite:///{database}") or database.exists():
-        return
+        return False
     template = config.cache_dir() / f"prefect-{prefect.__version__}.db"
     try:
         if template.is_file():
-            _place(template, database)
-            return
+            return _place(template, database)  # False: another run's appeared meanwhile
     except (OSError, sqlite3.Error):  # unreadable or not a database: migrate, and replace it
         pass
     import asyncio
@@ -216,13 +208,14 @@ def prepare_database() -> None:
         _place(database, template, replace=True)
     except (OSError, sqlite3.Error):
         pass
+    return True
 
 
-def _place(source: Path, target: Path, replace: bool = False) -> None:
+def _place(source: Path, target: Path, replace: bool = False) -> bool:
     """Copy a SQLite database whole (sqlite's backup, so a WAL's pages come too) to a temporary
     name beside `target`, then give it the name: a new home's file only if none appeared
     meanwhile (a second run starting on the same home keeps the first one's), the cache's
-    always."""
+    always. Whether the copy took the name."""
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
         with sqlite3.connect(source) as src, sqlite3.connect(partial) as dst:
@@ -232,22 +225,27 @@ def _place(source: Path, target: Path, replace: bool = False) -> None:
         if replace:
             os.replace(partial, target)
         else:
-            with contextlib.suppress(FileExistsError):
-                os.link(partial, target)
+            os.link(partial, target)
+        return True
+    except FileExistsError:
+        return False
     finally:
         partial.unlink(missing_ok=True)
 
 
 def _serve(fd: int, parent: int) -> None:
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    prepare_database()
+    children.exit_with_parent(parent)  # by SIGTERM: uvicorn shuts down cleanly
+    new = prepare_database()
     import uvicorn
     from prefect.server.api.server import create_app
+    from prefect.settings import PREFECT_API_DATABASE_MIGRATE_ON_START, temporary_settings
 
     sock = socket.socket(fileno=fd)
     app = create_app(ephemeral=True, final=True)
     config = uvicorn.Config(app, log_level="error", lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    # a new database is at the newest migration: no migration check at start-up (~0.2 s)
+    with temporary_settings(updates={PREFECT_API_DATABASE_MIGRATE_ON_START: not new}):
+        uvicorn.Server(config).run(sockets=[sock])
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from cryoreg import config
+from cryoreg import config, preload
 
 # What the built tables depend on: a change here may change the incremental staging models'
 # logic or columns, which only a full rebuild applies to the rows staged on earlier nights.
@@ -160,7 +161,8 @@ def dbt_build(
     on_progress: Progress | None = None,
 ) -> DbtSummary:
     """Build and test every model; the profile reads the file path and key from the env.
-    `on_progress(done, total)` is called as nodes finish (from dbt's threads).
+    `on_progress(done, total)` is called as nodes finish (from dbt's threads, or as the dbt
+    process reports them).
 
     No per-run `--vars`: dbt hashes the command-line vars into its partial-parse state, so a
     run id passed there made every night re-parse the whole project (about 3 s). With the
@@ -181,41 +183,27 @@ def dbt_build(
         args.append("--full-refresh")
     if select:  # a part of the project (e.g. only the registry's layers)
         args += ["--select", *select.split()]
-    callbacks = [_NodeCounter(on_progress)] if on_progress else []
-    outcome = _invoke(warehouse, pseudonym_key, args, callbacks)
+    # the build is the night's longest wait on the dbt process: the run imports its later
+    # stages meanwhile
+    outcome = _invoke(warehouse, pseudonym_key, args, on_progress, preload.next_module)
     summary = DbtSummary(full_refresh=reason)
-    results = getattr(outcome.result, "results", None) or []
-    for res in results:
-        node = res.node
-        status = str(res.status)
+    for row in outcome.results:
+        name, status = row["name"], row["status"]
         summary.nodes += 1
-        failures = getattr(res, "failures", None)
-        summary.results.append(
-            {
-                "name": node.name,
-                "resource_type": str(node.resource_type),
-                "status": status,
-                "failures": failures,
-                "execution_time": res.execution_time,
-                "message": res.message,
-                "severity": getattr(getattr(node, "config", None), "severity", None),
-                "tags": list(getattr(node, "tags", []) or []),
-                "attached_node": getattr(node, "attached_node", None),
-            }
-        )
+        summary.results.append({k: row[k] for k in BUILD_FIELDS})
         if status in ("success", "pass"):
             summary.passed += 1
         elif status == "warn":
-            summary.warned.append(f"{node.name}: {res.message}")
+            summary.warned.append(f"{name}: {row['message']}")
         elif status not in ("skipped", "no-op"):
-            summary.failed.append(f"{node.name}: {res.message}")
+            summary.failed.append(f"{name}: {row['message']}")
     if not outcome.success:
         if summary.failed:
             first = summary.failed[0].splitlines()[0]
             more = f" (and {len(summary.failed) - 1} more)" if len(summary.failed) > 1 else ""
             raise TransformError(f"dbt build failed: {first}{more}")
-        cause = outcome.exception or "rerun with DBT_LOG_LEVEL_FILE=debug for dbt's log"
-        raise TransformError(f"dbt build failed: {str(cause).splitlines()[0]}")
+        cause = outcome.error or "rerun with DBT_LOG_LEVEL_FILE=debug for dbt's log"
+        raise TransformError(f"dbt build failed: {cause.splitlines()[0]}")
     if not select:
         log_build(warehouse, fingerprint, summary)
     return summary
@@ -227,23 +215,61 @@ def dbt_vars() -> str:
     return json.dumps(config.freshness().dbt_vars(), sort_keys=True)
 
 
-def _invoke(warehouse: Path, pseudonym_key: str, command: list[str], callbacks=()):
-    """Run one dbt command in-process on the store, quietly, without run_results.json and,
-    unless DBT_LOG_LEVEL_FILE asks for it, without dbt's debug file log.
+@dataclass(frozen=True)
+class Outcome:
+    """How a dbt command ended, as plain values (it may have run in the dbt process): whether
+    it succeeded, why dbt could not run it (if it could not), and one row per node or source."""
+
+    success: bool
+    error: str | None
+    results: list[dict]
+
+
+# what a build's summary keeps of each node's result (audit.check_results reads them)
+BUILD_FIELDS = (
+    "name",
+    "resource_type",
+    "status",
+    "failures",
+    "execution_time",
+    "message",
+    "severity",
+    "tags",
+    "attached_node",
+)
+
+
+def _result_row(res) -> dict:
+    """One node's (or source's) result, in plain values."""
+    node = res.node
+    return {
+        "name": node.name,
+        "resource_type": str(node.resource_type),
+        "status": str(getattr(res.status, "value", res.status)),
+        "failures": getattr(res, "failures", None),
+        "execution_time": res.execution_time,
+        "message": res.message,
+        "severity": getattr(getattr(node, "config", None), "severity", None),
+        "tags": list(getattr(node, "tags", []) or []),
+        "attached_node": getattr(node, "attached_node", None),
+        "source_name": getattr(node, "source_name", None),
+        "max_loaded_at": getattr(res, "max_loaded_at", None),
+        "age": getattr(res, "age", None),
+    }
+
+
+def request(warehouse: Path, pseudonym_key: str, command: list[str] | None) -> dict:
+    """One dbt command on the store (None: only parse the project), quietly, without
+    run_results.json and, unless DBT_LOG_LEVEL_FILE asks for it, without dbt's debug log.
 
     dbt writes its target/ and logs/ to the store's state folder (config.dbt_state_dir), never
     into the project, which an installed package may hold read-only; dbt's own DBT_TARGET_PATH
-    and DBT_LOG_PATH win when set.
+    and DBT_LOG_PATH win when set. On DuckDB, dbt opens the store by its file name from the
+    store's folder: dbt keeps its parse between commands only while the connection's settings
+    stay the same, the file's path among them, so every store of the same name shares one
+    parse state, and a new store starts from the machine's cached one (`_seed_parse`) instead
+    of parsing the whole project (about 3 s).
     """
-    from dbt.cli.main import dbtRunner
-
-    os.environ["CRYOREG_WAREHOUSE_PATH"] = str(warehouse)
-    os.environ["CRYOREG_PSEUDONYM_KEY"] = pseudonym_key
-    os.environ["CRYOREG_ENGINE"] = config.engine()
-    if config.engine() == "spark":  # dbt-spark's session method takes the session started here
-        from cryoreg.engine import spark as engine
-
-        engine.session(warehouse, pseudonym_key)
     project = str(config.project_folder("dbt_project"))
     args = ["--project-dir", project, "--profiles-dir", project]
     state = config.dbt_state_dir(warehouse)
@@ -256,11 +282,62 @@ def _invoke(warehouse: Path, pseudonym_key: str, command: list[str], callbacks=(
         args += ["--log-level", "none"]
     if not os.environ.get("DBT_LOG_LEVEL_FILE"):
         args += ["--log-level-file", "none"]
+    spark = config.engine() == "spark"  # the session holds the warehouse's location
+    env = {
+        "CRYOREG_PSEUDONYM_KEY": pseudonym_key,
+        "CRYOREG_ENGINE": config.engine(),
+        "CRYOREG_WAREHOUSE_PATH": str(warehouse) if spark else warehouse.name,
+    }
+    return {
+        "env": env,
+        "folder": None if spark else str(warehouse.parent),
+        "project": project,
+        "target": str(target),
+        "command": command,
+        "args": args,
+    }
+
+
+def _invoke(
+    warehouse: Path,
+    pseudonym_key: str,
+    command: list[str],
+    on_progress: Progress | None = None,
+    meanwhile: Callable[[], bool] | None = None,
+) -> Outcome:
+    """Run one dbt command on the store: in the dbt process when the run started one (this
+    process calls `meanwhile()` while it waits, until that returns False), else here (on Spark,
+    in the session started here, which dbt-spark's session method takes)."""
+    from cryoreg.transform import dbt_process
+
+    if config.engine() == "spark":
+        from cryoreg.engine import spark as engine
+
+        engine.session(warehouse, pseudonym_key)
+    return dbt_process.run(request(warehouse, pseudonym_key, command), on_progress, meanwhile)
+
+
+def run_request(request: dict, on_progress: Progress | None = None) -> Outcome:
+    """Run a `request` in this process; `on_progress(done, total)` as nodes finish."""
+    from dbt.cli.main import dbtRunner
+
+    os.environ.update(request["env"])
+    before = os.getcwd()
+    if request["folder"]:
+        os.chdir(request["folder"])  # nothing else reads a relative path during a dbt command
     try:
-        manifest = _parsed(project, args)
-        return dbtRunner(manifest=manifest, callbacks=list(callbacks)).invoke([*command, *args])
+        manifest = _parsed(request["project"], request["args"], Path(request["target"]))
+        if request["command"] is None:
+            return Outcome(manifest is not None, None, [])
+        callbacks = [_NodeCounter(on_progress)] if on_progress else []
+        runner = dbtRunner(manifest=manifest, callbacks=callbacks)
+        outcome = runner.invoke([*request["command"], *request["args"]])
     finally:
         _release_duckdb()
+        os.chdir(before)
+    results = getattr(outcome.result, "results", None) or []
+    error = None if outcome.exception is None else str(outcome.exception)
+    return Outcome(outcome.success, error, [_result_row(r) for r in results])
 
 
 # The last parsed project, by code, store and arguments: a night's dbt commands (freshness,
@@ -268,20 +345,66 @@ def _invoke(warehouse: Path, pseudonym_key: str, command: list[str], callbacks=(
 _MANIFESTS: dict[tuple, object] = {}
 
 
-def _parsed(project: str, args: list[str]):
+def _parsed(project: str, args: list[str], target: Path):
     """The project parsed by `dbt parse` once per process for its code and these arguments, or
     None when the parse failed (the command then parses itself, and reports why)."""
     from dbt.cli.main import dbtRunner
 
     code = project_fingerprint(Path(project))
-    key = (code, config.engine(), os.environ["CRYOREG_WAREHOUSE_PATH"], *args)
+    key = (code, config.engine(), os.getcwd(), os.environ["CRYOREG_WAREHOUSE_PATH"], *args)
     if key not in _MANIFESTS:
+        cached = _parse_cache(project)
+        _seed_parse(cached, target / PARSE_STATE)
         outcome = dbtRunner().invoke(["parse", *args])
         if not outcome.success:
             return None
+        _keep_parse(target / PARSE_STATE, cached)
         _MANIFESTS.clear()  # one at a time: a process building many stores keeps one
         _MANIFESTS[key] = outcome.result
     return _MANIFESTS[key]
+
+
+PARSE_STATE = "partial_parse.msgpack"  # dbt's own parse state, in its target folder
+
+
+def _parse_cache(project: str) -> Path:
+    """The machine's copy of dbt's parse state for this project, dbt, engine and store name
+    (dbt itself checks that it still fits: the files, the vars, the profile's settings)."""
+    import dbt.version
+
+    store = os.environ["CRYOREG_WAREHOUSE_PATH"]
+    names = (project, dbt.version.__version__, config.engine(), store)
+    digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
+    return config.cache_dir() / f"dbt-parse-{digest}.msgpack"
+
+
+def _seed_parse(cached: Path, state: Path) -> None:
+    """Give a store without a parse state the machine's last one: dbt then reparses only the
+    files that differ from it. A cache that cannot be read only costs the full parse."""
+    if state.exists() or not cached.is_file():
+        return
+    partial = state.with_name(f".{state.name}.{os.getpid()}.partial")
+    try:
+        state.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, partial)
+        os.replace(partial, state)
+    except OSError:
+        partial.unlink(missing_ok=True)
+
+
+def _keep_parse(state: Path, cached: Path) -> None:
+    """Keep the newest parse state in the machine's cache for the next new store."""
+    try:
+        if not state.is_file() or (
+            cached.is_file() and cached.stat().st_mtime >= state.stat().st_mtime
+        ):
+            return
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
+        shutil.copyfile(state, partial)
+        os.replace(partial, cached)
+    except OSError:
+        pass
 
 
 def _release_duckdb() -> None:
@@ -304,8 +427,8 @@ def snapshot_quarantine(warehouse: Path, pseudonym_key: str) -> None:
     published: the quarantine's history is that of published nights only."""
     outcome = _invoke(warehouse, pseudonym_key, ["snapshot"])
     if not outcome.success:
-        cause = outcome.exception or "rerun with DBT_LOG_LEVEL_FILE=debug for dbt's log"
-        raise TransformError(f"dbt snapshot of the quarantine failed: {str(cause).splitlines()[0]}")
+        cause = outcome.error or "rerun with DBT_LOG_LEVEL_FILE=debug for dbt's log"
+        raise TransformError(f"dbt snapshot of the quarantine failed: {cause.splitlines()[0]}")
 
 
 @dataclass(frozen=True)
@@ -331,30 +454,24 @@ def source_freshness(warehouse: Path, pseudonym_key: str) -> list[SourceFreshnes
     """
     limits = config.freshness()
     outcome = _invoke(warehouse, pseudonym_key, ["source", "freshness"])
-    results = getattr(outcome.result, "results", None) or []
-    if not results and outcome.exception is not None:
-        raise TransformError(
-            f"dbt source freshness failed: {str(outcome.exception).splitlines()[0]}"
-        )
+    if not outcome.results and outcome.error is not None:
+        raise TransformError(f"dbt source freshness failed: {outcome.error.splitlines()[0]}")
     found = []
-    for res in results:
-        name = f"{res.node.source_name}.{res.node.name}"
-        status = str(getattr(res.status, "value", res.status))
-        loaded = getattr(res, "max_loaded_at", None)
+    for row in outcome.results:
+        status, loaded, age = row["status"], row["max_loaded_at"], row["age"]
         if loaded is not None and loaded.year < 1900:  # max() over no rows
             loaded = None
-        age = getattr(res, "age", None)
         if status != "runtime error" and loaded is None:
             status, age = "no rows", None
         found.append(
             SourceFreshness(
-                source=name,
+                source=f"{row['source_name']}.{row['name']}",
                 status=status,
                 age_hours=None if age is None else round(age / 3600, 3),
                 loaded_at=None if loaded is None else loaded.astimezone(UTC).isoformat(),
                 warn_after=limits.warn_after,
                 error_after=limits.error_after,
-                message="" if status != "runtime error" else str(res.message or "")[:300],
+                message="" if status != "runtime error" else str(row["message"] or "")[:300],
             )
         )
     return sorted(found, key=lambda f: f.source)
