@@ -268,6 +268,14 @@ def dbt_processes(run: subprocess.Popen) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Is the process running (not gone, not a zombie waiting for init to reap it)?"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def second_night(base: Path) -> tuple[Path, str, bytes]:
     """A published first night, and the second night's folder waiting in extracts/: the
     warehouse, its sha256 and the published metrics."""
@@ -284,7 +292,7 @@ def test_a_stop_during_the_dbt_build_ends_the_dbt_process_too(tmp_path):
     warehouse, published, metrics = second_night(tmp_path)
     proc = start_cryoreg("run", cwd=tmp_path)
     try:
-        wait_for(proc, tmp_path / "run.stdout", "stage started: dbt build")
+        wait_for(proc, tmp_path / "run.stdout", "nodes done")  # the dbt process is building
         children = dbt_processes(proc)
         assert children  # dbt builds in a process of its own
         os.killpg(proc.pid, signal.SIGTERM)  # the run's group: the dbt process is not in it
@@ -298,7 +306,7 @@ def test_a_stop_during_the_dbt_build_ends_the_dbt_process_too(tmp_path):
         "cryoreg: interrupted by SIGTERM; the published warehouse is unchanged"
     ] or stderr.splitlines()[-1].startswith("cryoreg: interrupted by SIGTERM"), stderr
     assert "leaked" not in stderr
-    assert dbt_processes(proc) == [] and not any(Path(f"/proc/{p}").exists() for p in children)
+    assert dbt_processes(proc) == [] and not any(alive(pid) for pid in children)
     assert sha256(warehouse) == published
     assert (tmp_path / "out" / "metrics.json").read_bytes() == metrics
 
@@ -310,7 +318,7 @@ def test_a_dbt_process_that_dies_fails_the_night_in_one_line(tmp_path):
     warehouse, published, metrics = second_night(tmp_path)
     proc = start_cryoreg("run", cwd=tmp_path)
     try:
-        wait_for(proc, tmp_path / "run.stdout", "stage started: dbt build")
+        wait_for(proc, tmp_path / "run.stdout", "nodes done")  # the dbt process is building
         for pid in dbt_processes(proc):
             os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
         code = proc.wait(timeout=120)
