@@ -353,7 +353,7 @@ def _parsed(project: str, args: list[str], target: Path):
     code = project_fingerprint(Path(project))
     key = (code, config.engine(), os.getcwd(), os.environ["CRYOREG_WAREHOUSE_PATH"], *args)
     if key not in _MANIFESTS:
-        cached = _parse_cache(project)
+        cached = _parse_cache(project, args)
         _seed_parse(cached, target / PARSE_STATE)
         outcome = dbtRunner().invoke(["parse", *args])
         if not outcome.success:
@@ -365,15 +365,28 @@ def _parsed(project: str, args: list[str], target: Path):
 
 
 PARSE_STATE = "partial_parse.msgpack"  # dbt's own parse state, in its target folder
+# what the dbt profile reads (profiles.yml), so what dbt's parse state depends on
+PROFILE_ENV = (
+    "CRYOREG_ENGINE",
+    "CRYOREG_WAREHOUSE_PATH",
+    "CRYOREG_DUCKDB_MEMORY_LIMIT",
+    "CRYOREG_PSEUDONYM_KEY",
+)
 
 
-def _parse_cache(project: str) -> Path:
-    """The machine's copy of dbt's parse state for this project, dbt, engine and store name
-    (dbt itself checks that it still fits: the files, the vars, the profile's settings)."""
+def _parse_cache(project: str, args: list[str]) -> Path:
+    """The machine's copy of dbt's parse state for this project, dbt, engine, store name, key
+    and arguments (dbt itself checks that it still fits: the files, the vars, the profile's
+    settings, which hold the pseudonym key: two registries on one machine keep one each)."""
     import dbt.version
 
-    store = os.environ["CRYOREG_WAREHOUSE_PATH"]
-    names = (project, dbt.version.__version__, config.engine(), store)
+    shared, value = [], False
+    for arg in args:  # not the store's own folders
+        if not value and arg not in ("--target-path", "--log-path"):
+            shared.append(arg)
+        value = arg in ("--target-path", "--log-path")
+    names = (project, dbt.version.__version__, *shared)
+    names += tuple(os.environ.get(name, "") for name in PROFILE_ENV)
     digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
     return config.cache_dir() / f"dbt-parse-{digest}.msgpack"
 
