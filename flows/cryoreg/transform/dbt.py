@@ -459,6 +459,9 @@ class SourceFreshness:
     message: str = ""
 
 
+RUN_LOG_SOURCE = "registry.run_events"  # the schedule's heartbeat, for checks from outside a run
+
+
 def source_freshness(warehouse: Path, pseudonym_key: str) -> list[SourceFreshness]:
     """`dbt source freshness` on the store's ledger: one result per registry file, by name.
 
@@ -466,7 +469,9 @@ def source_freshness(warehouse: Path, pseudonym_key: str) -> list[SourceFreshnes
     and on a night with nothing new, when a silent registry matters most.
     """
     limits = config.freshness()
-    outcome = _invoke(warehouse, pseudonym_key, ["source", "freshness"])
+    # not the run log, which this run has just written to (RUN_LOG_SOURCE)
+    command = ["source", "freshness", "--exclude", f"source:{RUN_LOG_SOURCE}"]
+    outcome = _invoke(warehouse, pseudonym_key, command)
     if not outcome.results and outcome.error is not None:
         raise TransformError(f"dbt source freshness failed: {outcome.error.splitlines()[0]}")
     found = []
