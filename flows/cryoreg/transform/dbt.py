@@ -353,7 +353,7 @@ def _parsed(project: str, args: list[str], target: Path):
     code = project_fingerprint(Path(project))
     key = (code, config.engine(), os.getcwd(), os.environ["CRYOREG_WAREHOUSE_PATH"], *args)
     if key not in _MANIFESTS:
-        cached = _parse_cache(project, args)
+        cached = _parse_cache(project)
         _seed_parse(cached, target / PARSE_STATE)
         outcome = dbtRunner().invoke(["parse", *args])
         if not outcome.success:
@@ -374,18 +374,13 @@ PROFILE_ENV = (
 )
 
 
-def _parse_cache(project: str, args: list[str]) -> Path:
-    """The machine's copy of dbt's parse state for this project, dbt, engine, store name, key
-    and arguments (dbt itself checks that it still fits: the files, the vars, the profile's
-    settings, which hold the pseudonym key: two registries on one machine keep one each)."""
+def _parse_cache(project: str) -> Path:
+    """The machine's copy of dbt's parse state for this project, dbt, vars and profile settings
+    (the engine, the store's name, the key: two registries on one machine keep one each); dbt
+    itself checks that it still fits."""
     import dbt.version
 
-    shared, value = [], False
-    for arg in args:  # not the store's own folders
-        if not value and arg not in ("--target-path", "--log-path"):
-            shared.append(arg)
-        value = arg in ("--target-path", "--log-path")
-    names = (project, dbt.version.__version__, *shared)
+    names = (project, dbt.version.__version__, dbt_vars())
     names += tuple(os.environ.get(name, "") for name in PROFILE_ENV)
     digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
     return config.cache_dir() / f"dbt-parse-{digest}.msgpack"

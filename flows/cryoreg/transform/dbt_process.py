@@ -147,7 +147,7 @@ def run(request: dict, on_progress=None, meanwhile=None):
     while it works, until that returns False), else here."""
     from cryoreg.transform import dbt
 
-    if _CHILD is None or _CHILD.conn is None or request["env"]["CRYOREG_ENGINE"] == "spark":
+    if _CHILD is None or _CHILD.conn is None:
         return dbt.run_request(request, on_progress)
     if not _CHILD.send(request):
         return _CHILD.ended()
