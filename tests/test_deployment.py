@@ -297,10 +297,14 @@ def test_served_deployment_is_scheduled_and_completes_a_triggered_run(server, tm
     with _process(serve_cmd, env, serve_log):
 
         def deployment():
+            """The deployment as this serve applied it (the alerts' serve, earlier in the
+            module, applied the same deployment with its own schedule)."""
             resp = client.get("/deployments/name/cryoreg-nightly/nightly")
-            return resp.json() if resp.status_code == 200 else None
+            dep = resp.json() if resp.status_code == 200 else None
+            served = dep and any(s["schedule"].get("cron") == "0 2 * * *" for s in dep["schedules"])
+            return dep if served else None
 
-        dep = _wait_for(deployment, 120, "the nightly deployment", serve_log)
+        dep = _wait_for(deployment, 120, "the nightly deployment with its schedule", serve_log)
         schedules = [s["schedule"] for s in dep["schedules"]]
         assert schedules == [{"cron": "0 2 * * *", "timezone": "Europe/Zurich", "day_or": True}]
         assert dep["parameters"]["extracts"] == str(tmp_path / "extracts")
