@@ -108,15 +108,18 @@ def _land_file(
 
     reason = None
     try:
+        # read into memory first: DuckDB keeps the file's order, so a row's line is its rowid
+        # + 2 (the header is line 1); numbering rows with a window instead costs as much again
+        # as reading the file
+        con.execute(f"create or replace temp table landing as select {select} from {reader()}")
         (account.read,) = con.execute(
-            f"insert into {target} select {select}, "
-            + lineage("row_number() over () + 1")
-            + " from "
-            + reader(),
+            f"insert into {target} select landing.*, {lineage('rowid + 2')} from landing",
             [loaded_at],
         ).fetchone()
     except duckdb.Error as exc:
         reason = _csv_reason(str(exc))
+    finally:
+        con.execute("drop table if exists landing")
     if reason is not None and ROW_SHAPE in reason:
         reason = _land_with_malformed_rows(con, spec, target, select, lineage, reader, loaded_at)
         account.read = con.execute(
@@ -151,13 +154,12 @@ def _land_with_malformed_rows(
     quarantines it as malformed_row). Any other reader error is still the file's, returned.
 
     The reader skips the malformed lines; the well-formed rows keep their line numbers by
-    taking, in order, the lines no malformed line holds.
+    taking, in order (of their rowids), the lines no malformed line holds.
     """
     con.execute("drop table if exists reject_errors; drop table if exists reject_scans")
     con.execute(
         f"""create or replace temp table landing as
-        select row_number() over () as _k, {select}
-        from {reader(", store_rejects = true, ignore_errors = true")}"""
+        select {select} from {reader(", store_rejects = true, ignore_errors = true")}"""
     )
     other = con.execute(
         "select error_message from reject_errors where error_type not in ? limit 1",
@@ -172,8 +174,8 @@ def _land_with_malformed_rows(
             select l.range as line, row_number() over (order by l.range) as _k
             from range(2, (select count(*) from landing) + (select count(*) from bad) + 2) l
             where l.range not in (select line from bad))
-        select landing.* exclude (_k), {lineage("lines.line")}
-        from landing join lines using (_k)""",
+        select landing.*, {lineage("lines.line")}
+        from landing join lines on landing.rowid + 1 = lines._k""",
         [at],
     )
     con.execute(
@@ -208,6 +210,8 @@ def ingest(
     """Land every extract folder not loaded by a published run, oldest first: into the DuckDB
     store, or with `spark` (con then a SparkConnection) into the ledger on Spark."""
     ensure_store(con, spark=spark is not None)
+    if spark is None:
+        con.execute("set preserve_insertion_order = true")  # the default; lines are rowids
     warnings: list[str] = []
     extracts = discover_extracts(root, warnings)
     already = check_load_log(con, extracts)

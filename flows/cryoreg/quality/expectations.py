@@ -253,6 +253,28 @@ def _numpy_frame(table):
 # ---------------------------------------------------------------- running GE
 
 
+def _lighter_pandas_engine() -> None:
+    """Two whole-frame passes of GE's pandas engine that no result needs, skipped.
+
+    GE fingerprints every batch by hashing the whole frame (a marker nobody reads; 1.2 s of
+    GE's 5 s on the 1M-patient marts), and before a column's mean, sum or standard deviation it
+    looks for Decimal objects one value at a time in Python, even in a float64 column, which
+    cannot hold one (0.8 s there). Frames here are numpy-typed (_numpy_frame).
+    """
+    from great_expectations import util
+    from great_expectations.execution_engine import pandas_execution_engine as engine
+
+    engine.HASH_THRESHOLD = 0  # no fingerprint for any frame
+    scan = util.does_ndarray_contain_decimal_dtype
+    if not getattr(scan, "object_arrays_only", False):
+
+        def decimal_scan(data):
+            return data.dtype == object and scan(data)
+
+        decimal_scan.object_arrays_only = True
+        util.does_ndarray_contain_decimal_dtype = decimal_scan
+
+
 def _context(docs: Path):
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
@@ -400,6 +422,7 @@ def _run_checkpoints(
         ExpectationConfiguration,
     )
 
+    _lighter_pandas_engine()
     exceptions = quality.load_known_exceptions(folder / quality.KNOWN_EXCEPTIONS_FILE)
     # one run of every suite: its name (the night) and time head each validation page
     run = RunIdentifier(run_name=run_name or run_id, run_time=datetime.now(UTC))
