@@ -16,6 +16,8 @@ import duckdb
 import pytest
 
 from conftest import (
+    REGISTRY_LAYERS,
+    build_registry,
     live_rows,
     metric_differences,
     nights_in_runs,
@@ -252,6 +254,37 @@ def test_parents_deleted_and_recreated_and_orphans_whose_parent_comes_later(tmp_
         night(DATES[4], tumors="T20,P1,primary,hcc,10,complete,"),
     ]
     assert_every_night_as_at_once(tmp_path, nights, [[0], [1, 2], [3], [4]])
+
+
+def test_a_failed_nights_rows_change_nothing_when_the_registry_is_rebuilt(tmp_path):
+    """A night that fails keeps its rows in the ledger, and its folder, fixed, loads again with
+    the same ids on other lines. The registry rebuilt from the whole ledger (a full refresh, as
+    after an upgrade) is the one built night by night: the failed night's copy of the file is
+    no duplicate of the fixed one."""
+    import os
+
+    from cryoreg.transform import dbt as transform
+
+    store, root = tmp_path / "w.duckdb", tmp_path / "extracts"
+    write_extract(root, *BASE)
+    build_registry(store, root, "run-0")[1].close()
+    failed = night(DATES[1], imaging="I40,T1,2010-03-01,XR,no_tumor,\nI41,T1,2010-03-02,CT,,")
+    write_extract(root, *failed)
+    build_registry(store, root, "run-1", publish=False)[1].close()
+    shutil.rmtree(root / DATES[1])
+    write_extract(
+        root,
+        *night(DATES[1], imaging="I41,T1,2010-03-02,CT,no_tumor,\nI40,T1,2010-03-01,CT,no_tumor,"),
+    )
+    _, con = build_registry(store, root, "run-2")
+    nightly = live_rows(con), quarantined(con)
+    con.close()
+    assert {"I40", "I41"} <= {row[0] for row in nightly[0]["imaging"]}
+    transform.dbt_build(
+        store, os.environ["CRYOREG_PSEUDONYM_KEY"], full_refresh=True, select=REGISTRY_LAYERS
+    )
+    with duckdb.connect(str(store)) as con:
+        assert (live_rows(con), quarantined(con)) == nightly
 
 
 def test_date_corrections_back_and_forth(tmp_path):

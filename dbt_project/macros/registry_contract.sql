@@ -61,8 +61,9 @@
 {%- endmacro %}
 
 {#- The ledger rows of one table not yet staged (ledger_rows), each with every problem it has
-    on its own (row_problems, in _problems). A repeated id within a file is found by a hash
-    aggregate of the repeated ids, not a window over the whole batch. The batch is read twice
+    on its own (row_problems, in _problems). A repeated id within a file, as one run landed it
+    (a failed night's copy of a file is not the fixed file's), is found by a hash aggregate of
+    the repeated ids, not a window over the whole batch. The batch is read twice
     (not materialized: trimming it again costs less than writing it to memory). -#}
 {% macro checked_ledger_rows(name) -%}
     {%- set id_column = registry_meta(name, 'id_column') or 'null' -%}
@@ -74,12 +75,13 @@
 
     repeated_ids as (
         select
+            _run_id,
             _source_file,
             {{ id_column }} as _id,
             max(_source_line) as _dup_last
         from ledger
         where {{ id_column }} is not null
-        group by _source_file, {{ id_column }}
+        group by _run_id, _source_file, {{ id_column }}
         having count(*) > 1
     ),
 
@@ -90,7 +92,8 @@
         from ledger
         left join repeated_ids
             on
-                ledger._source_file = repeated_ids._source_file
+                ledger._run_id = repeated_ids._run_id
+                and ledger._source_file = repeated_ids._source_file
                 and ledger.{{ id_column }} = repeated_ids._id
     )
 
