@@ -232,6 +232,7 @@ def bench_size(
         m["rows_per_s"] = res["rows_total"] / m["wall_s"] if m["wall_s"] else None
         res["pipeline"] = clean(m)
         res["slowest_nodes"] = metrics.get("run", {}).get("dbt", {}).get("slowest_nodes", [])
+        res["dbt_seconds"] = metrics.get("run", {}).get("dbt", {}).get("seconds_by_kind", {})
         res["warehouse_mib"] = wh.stat().st_size / 2**20
         store = wh.with_name(f"{wh.stem}.store{wh.suffix}")
         res["store_mib"] = store.stat().st_size / 2**20 if store.exists() else None
@@ -269,6 +270,9 @@ def bench_size(
             delta_metrics = json.loads((out / "metrics.json").read_text())
             res["delta_slowest_nodes"] = (
                 delta_metrics.get("run", {}).get("dbt", {}).get("slowest_nodes", [])
+            )
+            res["delta_dbt_seconds"] = (
+                delta_metrics.get("run", {}).get("dbt", {}).get("seconds_by_kind", {})
             )
             step("reference_delta", [PYTHON, str(HERE / "reference.py"), str(extracts),
                                      str(ref_json)])  # fmt: skip
@@ -475,6 +479,14 @@ def render(results: dict) -> str:
                     + (f" / {by_name[n['name']]:.2f}" if n["name"] in by_name else "")
                     for n in full[:8]
                 ]
+            kinds = [k for k in (r.get("dbt_seconds"), r.get("delta_dbt_seconds")) if k]
+            if kinds:
+                names = sorted({name for k in kinds for name, seconds in k.items() if seconds})
+                lines += ["", f"dbt node time at {r['size']} by kind (s, summed over dbt's threads)"
+                          + (": full build / delta night" if len(kinds) > 1 else "") + ": "
+                          + ", ".join(f"{name} " + " / ".join(_f(k.get(name), "{:.1f}")
+                                                              for k in kinds)
+                                      for name in names)]  # fmt: skip
         sparked = [r for r in run["sizes"] if r.get("spark")]
         if sparked:
             lines += [

@@ -115,6 +115,12 @@ def test_run_block_traces_the_inputs(paper):
     assert run["code_version"] and run["started_at"] <= run["finished_at"]
     for f in run["files"]:
         assert f["read"] == f["loaded"] + f["quarantined"]
+    # where the build's time went: per node (the slowest) and per kind of node
+    by_kind = run["dbt"]["seconds_by_kind"]
+    assert by_kind["model"] > 0 and by_kind["test"] > 0  # exposures take no time
+    assert set(by_kind) <= {"model", "test", "exposure"}
+    slowest = run["dbt"]["slowest_nodes"]
+    assert slowest and slowest[0]["seconds"] <= sum(by_kind.values())
 
 
 def test_summary_and_outputs(paper):

@@ -436,6 +436,8 @@ def _build_and_publish(
         "full_refresh": dbt_summary.full_refresh,
         # where the build's time goes (dbt's own timing of each node), slowest first
         "slowest_nodes": slowest_nodes(dbt_summary.results),
+        # and what it spends on each kind of node (models, tests), summed over dbt's threads
+        "seconds_by_kind": seconds_by_kind(dbt_summary.results),
     }
     metrics = analysis.metrics_json(results, run)
     night = trends.night_row(metrics, started, datetime.now(UTC))
@@ -497,6 +499,16 @@ def slowest_nodes(results: list[dict], keep: int = 12) -> list[dict]:
     """dbt's own timing of each node, slowest first: where a build's time goes."""
     timed = sorted(results, key=lambda r: -(r["execution_time"] or 0.0))[:keep]
     return [{"name": r["name"], "seconds": round(r["execution_time"] or 0.0, 3)} for r in timed]
+
+
+def seconds_by_kind(results: list[dict]) -> dict[str, float]:
+    """dbt's own timing summed per kind of node (model, test, ...)."""
+    total: dict[str, float] = {}
+    for r in results:
+        total[r["resource_type"]] = total.get(r["resource_type"], 0.0) + (
+            r["execution_time"] or 0.0
+        )
+    return {kind: round(seconds, 3) for kind, seconds in sorted(total.items())}
 
 
 def nothing_new(
