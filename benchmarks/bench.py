@@ -481,7 +481,9 @@ def render(results: dict) -> str:
                 ]
             kinds = [k for k in (r.get("dbt_seconds"), r.get("delta_dbt_seconds")) if k]
             if kinds:
-                names = sorted({name for k in kinds for name, seconds in k.items() if seconds})
+                names = sorted(
+                    {name for k in kinds for name, seconds in k.items() if seconds >= 0.05}
+                )
                 lines += ["", f"dbt node time at {r['size']} by kind (s, summed over dbt's threads)"
                           + (": full build / delta night" if len(kinds) > 1 else "") + ": "
                           + ", ".join(f"{name} " + " / ".join(_f(k.get(name), "{:.1f}")
