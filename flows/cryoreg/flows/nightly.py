@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
+from collections import Counter
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -503,11 +504,9 @@ def slowest_nodes(results: list[dict], keep: int = 12) -> list[dict]:
 
 def seconds_by_kind(results: list[dict]) -> dict[str, float]:
     """dbt's own timing summed per kind of node (model, test, ...)."""
-    total: dict[str, float] = {}
+    total: Counter[str] = Counter()
     for r in results:
-        total[r["resource_type"]] = total.get(r["resource_type"], 0.0) + (
-            r["execution_time"] or 0.0
-        )
+        total[r["resource_type"]] += r["execution_time"] or 0.0
     return {kind: round(seconds, 3) for kind, seconds in sorted(total.items())}
 
 

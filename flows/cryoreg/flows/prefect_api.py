@@ -61,18 +61,9 @@ class TemporaryApi:
         listener.listen(128)  # requests queue until the server is up: no port race, no retry
         self.url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
         env = {**os.environ, **SERVER_ENV}
-        self.process: subprocess.Popen | None = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cryoreg.flows.prefect_api",
-                str(listener.fileno()),
-                str(os.getpid()),
-            ],
-            pass_fds=[listener.fileno()],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # out of the run's process group: see the module docstring
+        # out of the run's process group: see the module docstring
+        self.process: subprocess.Popen | None = children.start(
+            "cryoreg.flows.prefect_api", listener.fileno(), env=env
         )
         listener.close()
         atexit.register(self.stop)  # registered before Prefect's own exit hooks: runs after them

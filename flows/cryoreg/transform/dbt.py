@@ -389,30 +389,30 @@ def _parse_cache(project: str) -> Path:
 def _seed_parse(cached: Path, state: Path) -> None:
     """Give a store without a parse state the machine's last one: dbt then reparses only the
     files that differ from it. A cache that cannot be read only costs the full parse."""
-    if state.exists() or not cached.is_file():
-        return
-    partial = state.with_name(f".{state.name}.{os.getpid()}.partial")
-    try:
-        state.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(cached, partial)
-        os.replace(partial, state)
-    except OSError:
-        partial.unlink(missing_ok=True)
+    if not state.exists() and cached.is_file():
+        _copy_into_place(cached, state)
 
 
 def _keep_parse(state: Path, cached: Path) -> None:
     """Keep the newest parse state in the machine's cache for the next new store."""
     try:
-        if not state.is_file() or (
-            cached.is_file() and cached.stat().st_mtime >= state.stat().st_mtime
-        ):
-            return
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
-        shutil.copyfile(state, partial)
-        os.replace(partial, cached)
+        newer = state.stat().st_mtime > (cached.stat().st_mtime if cached.is_file() else 0)
+    except OSError:  # no parse state to keep (or the cache went meanwhile)
+        return
+    if newer:
+        _copy_into_place(state, cached)
+
+
+def _copy_into_place(source: Path, target: Path) -> None:
+    """Copy under a temporary name beside `target`, then rename: a reader never sees half a
+    file. A copy that fails leaves nothing behind (the cache is only ever a saving)."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
     except OSError:
-        pass
+        partial.unlink(missing_ok=True)
 
 
 def _release_duckdb() -> None:

@@ -39,19 +39,8 @@ class DbtProcess:
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as output:  # not the run's: a failed run's output stays one line
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "cryoreg.transform.dbt_process",
-                    str(theirs.fileno()),
-                    str(os.getpid()),
-                ],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=output,
-                start_new_session=True,  # a stop signal reaches the run, which stops the child
+            self.process = children.start(
+                "cryoreg.transform.dbt_process", theirs.fileno(), stdout=output, stderr=output
             )
         theirs.close()
         self.owed = 0
