@@ -27,6 +27,7 @@ STAGES = (
     "ingest extracts",
     "source freshness",
     "dbt build",
+    "analysts' file",
     "data quality",
     "analyze",
     "report",

@@ -78,7 +78,7 @@ def test_reader_keeps_its_snapshot_and_never_blocks_the_run(site):
         assert fresh.execute(count).fetchone()[0] == before + 1
 
 
-@pytest.mark.parametrize("stage", ["ingest extracts", "dbt build", "analyze"])
+@pytest.mark.parametrize("stage", ["ingest extracts", "dbt build", "analysts' file", "analyze"])
 def test_killed_run_leaves_published_warehouse_intact(site, published, uninterrupted, stage):
     warehouse = site / "warehouse" / "cryoreg.duckdb"
     before = warehouse.read_bytes()

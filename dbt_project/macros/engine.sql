@@ -112,6 +112,19 @@
     ({{ column }} rlike '^({{ pattern }})$')
 {%- endmacro %}
 
+{#- One 64-bit hash of the given columns (texts) of a row. -#}
+{% macro row_hash(columns) -%}
+    {{ return(adapter.dispatch('row_hash', 'cryoreg')(columns)) }}
+{%- endmacro %}
+
+{% macro duckdb__row_hash(columns) -%}
+    hash({{ columns | join(', ') }})
+{%- endmacro %}
+
+{% macro spark__row_hash(columns) -%}
+    xxhash64({{ columns | join(', ') }})
+{%- endmacro %}
+
 {#- A common table expression's keyword that keeps it inlined where the engine would
     otherwise materialize it (DuckDB); nothing elsewhere. -#}
 {% macro inlined() -%}

@@ -62,15 +62,27 @@
 
 {#- The ledger rows of one table not yet staged (ledger_rows), each with every problem it has
     on its own (row_problems, in _problems). A repeated id within a file, as one run landed it
-    (a failed night's copy of a file is not the fixed file's), is found by a hash aggregate of
-    the repeated ids, not a window over the whole batch. The batch is read twice
-    (not materialized: trimming it again costs less than writing it to memory). -#}
+    (a failed night's copy of a file is not the fixed file's), is found without a window over
+    the batch: a hash aggregate of one 64-bit hash per row (run, file, id) finds the few hashes
+    that repeat, and only their rows are grouped by the exact key, so a hash collision costs
+    nothing but a candidate. Grouping every row by its three texts took a third of the model's
+    time. The batch is read three times (not materialized: trimming it again costs less than
+    writing it to memory). -#}
 {% macro checked_ledger_rows(name) -%}
     {%- set id_column = registry_meta(name, 'id_column') or 'null' -%}
+    {%- set id_hash = row_hash(['_run_id', '_source_file', id_column]) -%}
     with
 
     ledger as {{ inlined() }} (
         {{ ledger_rows(name) }}
+    ),
+
+    repeated_hashes as (
+        select {{ id_hash }} as _id_hash
+        from ledger
+        where {{ id_column }} is not null
+        group by {{ id_hash }}
+        having count(*) > 1
     ),
 
     repeated_ids as (
@@ -80,7 +92,7 @@
             {{ id_column }} as _id,
             max(_source_line) as _dup_last
         from ledger
-        where {{ id_column }} is not null
+        where {{ id_hash }} in (select repeated_hashes._id_hash from repeated_hashes)
         group by _run_id, _source_file, {{ id_column }}
         having count(*) > 1
     ),

@@ -98,33 +98,53 @@ def _compared(groups: dict[str, Proportion], a: str, b: str) -> Outcome:
 
 
 def survival_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
-    """Event/censoring times, event flags and size groups of the TE-evaluable tumors.
-
-    Inputs are read in key order (here and below) so that floating-point sums, and so
-    metrics.json, are identical from run to run.
-    """
-    table = con.sql(
+    """Event/censoring times, event flags and size groups of the TE-evaluable tumors, one row
+    per distinct (time, event, group) with its count (_weighted)."""
+    return _weighted(
+        con,
         """
         select ltp_time_years as time, ltp_event as event, size_group
         from marts.fct_tumor
         where te_evaluable and ltp_time_years is not null and ltp_event is not null
-        order by tumor_key
-        """
+        """,
+    )
+
+
+def _weighted(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, np.ndarray]:
+    """The rows of `sql` (time, event or code, size_group if any) counted per distinct row, in
+    that row order, the count as "weight". Times are days, so a million tumors are a few
+    thousand distinct rows; lifelines' estimates from integer weights are those of the rows
+    one by one (the same sums, exactly), in a fraction of the time, and the fixed order keeps
+    metrics.json identical from run to run."""
+    table = con.sql(
+        f"select *, count(*) as weight from ({sql}) as rows_ group by all order by all"
     ).to_arrow_table()
-    return {
-        "time": table.column("time").to_numpy().astype(float),
-        "event": table.column("event").to_numpy(zero_copy_only=False).astype(bool),
-        "size_group": table.column("size_group").to_numpy(zero_copy_only=False).astype(str),
-    }
+    data = {"time": table.column("time").to_numpy().astype(float)}
+    if "event" in table.column_names:
+        data["event"] = table.column("event").to_numpy(zero_copy_only=False).astype(bool)
+    if "code" in table.column_names:
+        data["code"] = table.column("code").to_numpy().astype(int)
+    if "size_group" in table.column_names:
+        groups = table.column("size_group").to_numpy(zero_copy_only=False)
+        data["size_group"] = groups.astype(str)
+    data["weight"] = table.column("weight").to_numpy().astype(float)
+    return data
 
 
-def _fit_km(time: np.ndarray, event: np.ndarray):
+def _fit_km(time: np.ndarray, event: np.ndarray, weight: np.ndarray | None = None):
     """A lifelines KaplanMeierFitter (Greenwood variance, log(-log) CI), or None when empty."""
     if len(time) == 0:
         return None
     from lifelines import KaplanMeierFitter
 
-    return KaplanMeierFitter(alpha=ALPHA).fit(time, event_observed=event, label="KM")
+    return KaplanMeierFitter(alpha=ALPHA).fit(
+        time, event_observed=event, weights=weight, label="KM"
+    )
+
+
+def _ones(time: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    """The weights of the rows (how many subjects each stands for): one each when none given."""
+    return np.ones(len(time)) if weight is None else weight
 
 
 def _survival_curve(kmf) -> StepCurve:
@@ -136,14 +156,18 @@ def _survival_curve(kmf) -> StepCurve:
     return StepCurve(times, values, bounds[:, 0], bounds[:, 1])
 
 
-def kaplan_meier(time: np.ndarray, event: np.ndarray, years=KM_YEARS) -> KaplanMeier:
-    """n, events, median and survival/CI/at-risk at fixed years, and the curve itself.
+def kaplan_meier(
+    time: np.ndarray, event: np.ndarray, years=KM_YEARS, weight: np.ndarray | None = None
+) -> KaplanMeier:
+    """n, events, median and survival/CI/at-risk at fixed years, and the curve itself; `weight`:
+    how many subjects each row stands for (one each when None).
 
     lifelines' interval is the exponential Greenwood one, i.e. Greenwood's variance on the
     log(-log S) scale. The CI at t is that of the step function at t (last step <= t).
     """
-    at_risk = {t: int(np.count_nonzero(time >= t)) for t in years}
-    kmf = _fit_km(time, event)
+    weight = _ones(time, weight)
+    at_risk = {t: int(weight[time >= t].sum()) for t in years}
+    kmf = _fit_km(time, event, weight)
     if kmf is None:
         at = {t: SurvivalAt(None, NO_INTERVAL, at_risk[t]) for t in years}
         return KaplanMeier(0, 0, None, at)
@@ -157,34 +181,45 @@ def kaplan_meier(time: np.ndarray, event: np.ndarray, years=KM_YEARS) -> KaplanM
         interval = (num(low), num(high)) if s > 0 else NO_INTERVAL
         at[t] = SurvivalAt(num(s), interval, at_risk[t])
     return KaplanMeier(
-        n=int(len(time)),
-        events=int(np.count_nonzero(event)),
+        n=int(weight.sum()),
+        events=int(weight[event].sum()),
         median_years=num(kmf.median_survival_time_),
         at_years=at,
         curve=_survival_curve(kmf),
         censored_times=np.unique(time[~event]),
-        follow_up=FollowUp.of(time),
+        follow_up=FollowUp.of(time, weight),
     )
 
 
-def logrank_p(time: np.ndarray, event: np.ndarray, group: np.ndarray) -> float | None:
+def logrank_p(
+    time: np.ndarray, event: np.ndarray, group: np.ndarray, weight: np.ndarray | None = None
+) -> float | None:
     """Log-rank p of lt4cm vs ge4cm; null when a group is empty or nobody had an event."""
     a, b = group == SIZE_GROUPS[0], group == SIZE_GROUPS[1]
     if not a.any() or not b.any() or not event[a | b].any():
         return None
     from lifelines.statistics import logrank_test
 
-    res = logrank_test(time[a], time[b], event_observed_A=event[a], event_observed_B=event[b])
+    weight = _ones(time, weight)
+    res = logrank_test(
+        time[a],
+        time[b],
+        event_observed_A=event[a],
+        event_observed_B=event[b],
+        weights_A=weight[a],
+        weights_B=weight[b],
+    )
     return num(res.p_value)
 
 
 def ltp_free_survival(con: duckdb.DuckDBPyConnection) -> LtpFreeSurvival:
     data = survival_inputs(con)
-    time, event, group = data["time"], data["event"], data["size_group"]
-    groups = {"all": kaplan_meier(time, event)}
+    time, event, group, weight = data["time"], data["event"], data["size_group"], data["weight"]
+    groups = {"all": kaplan_meier(time, event, weight=weight)}
     for g in SIZE_GROUPS:
-        groups[g] = kaplan_meier(time[group == g], event[group == g])
-    return LtpFreeSurvival(groups, logrank_p(time, event, group))
+        mine = group == g
+        groups[g] = kaplan_meier(time[mine], event[mine], weight=weight[mine])
+    return LtpFreeSurvival(groups, logrank_p(time, event, group, weight))
 
 
 # --- Cox model -------------------------------------------------------------------------------
@@ -225,17 +260,20 @@ COX_SQL = """
 CLUSTERED_COX_MAX_TUMORS = 50_000
 
 
-def _patient_sample(df, max_tumors: int):
+def _patient_sample(table, max_tumors: int):
     """Every k-th patient (in key order, so the same sample every night), all their tumors.
-    DuckDB numbers the patients: sorting a million keys as Python strings takes a second."""
-    step = -(-len(df) // max_tumors)
-    keys = df[["patient_key"]]  # noqa: F841 (read by name in the query)
+    DuckDB numbers the patients and Arrow filters the rows, so a million keys never become
+    Python strings."""
+    import pyarrow.compute as pc
+
+    step = -(-table.num_rows // max_tumors)
+    keys = table.select(["patient_key"])  # noqa: F841 (read by name in the query)
     kept = duckdb.sql(
         f"""select patient_key from (select distinct patient_key from keys)
         qualify (row_number() over (order by patient_key) - 1) % {step} = 0"""
     ).to_arrow_table()
-    kept = df[df["patient_key"].isin(kept.column(0).to_numpy(zero_copy_only=False))]
-    return kept, {"every_kth_patient": int(step), "tumors_in_cohort": int(len(df))}
+    sample = table.filter(pc.is_in(table.column("patient_key"), value_set=kept.column(0)))
+    return sample, {"every_kth_patient": int(step), "tumors_in_cohort": int(table.num_rows)}
 
 
 def cox_model(con: duckdb.DuckDBPyConnection, cluster: bool = False) -> CoxModel:
@@ -245,10 +283,13 @@ def cox_model(con: duckdb.DuckDBPyConnection, cluster: bool = False) -> CoxModel
     of one patient are not independent, so the naive intervals are too narrow. The hazard
     ratios are the same; only their CIs and p-values change.
     """
-    df = con.sql(COX_SQL).to_arrow_table().to_pandas()
+    table = con.sql(COX_SQL).to_arrow_table()
     sample = None
-    if cluster and len(df) > CLUSTERED_COX_MAX_TUMORS:
-        df, sample = _patient_sample(df, CLUSTERED_COX_MAX_TUMORS)
+    if cluster and table.num_rows > CLUSTERED_COX_MAX_TUMORS:
+        table, sample = _patient_sample(table, CLUSTERED_COX_MAX_TUMORS)
+    if not cluster:
+        table = table.drop_columns(["patient_key"])
+    df = table.to_pandas()
     base = {"n": len(df), "events": int(df["event"].sum()), "source": COX_SOURCE}
     base["reference"] = COX_REFERENCE
     if sample:
@@ -256,8 +297,6 @@ def cox_model(con: duckdb.DuckDBPyConnection, cluster: bool = False) -> CoxModel
     if cluster:
         base["clusters"] = int(df["patient_key"].nunique())
         base["variance"] = "robust sandwich, clustered by patient_key"
-    else:
-        df = df.drop(columns="patient_key")
     constant = tuple(c for c in COX_COVARIATES if df[c].nunique() < 2)
     base["dropped"] = constant  # no variation in this cohort: not estimable
     df = df.drop(columns=list(constant))
@@ -305,18 +344,15 @@ def _missing(exc: Exception) -> str:
 
 
 def overall_survival_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
-    """Per patient: years from the first procedure to death or last known alive, and death."""
-    table = con.sql(
+    """Per patient: years from the first procedure to death or last known alive, and death
+    (counted per distinct pair, _weighted)."""
+    return _weighted(
+        con,
         """
         select overall_survival_years as time, died as event from marts.dim_patient
         where overall_survival_years is not null and died is not null
-        order by patient_key
-        """
-    ).to_arrow_table()
-    return {
-        "time": table.column("time").to_numpy().astype(float),
-        "event": table.column("event").to_numpy(zero_copy_only=False).astype(bool),
-    }
+        """,
+    )
 
 
 def overall_survival(con: duckdb.DuckDBPyConnection) -> OverallSurvival:
@@ -327,10 +363,10 @@ def overall_survival(con: duckdb.DuckDBPyConnection) -> OverallSurvival:
         data = overall_survival_inputs(con)
     except duckdb.Error as exc:
         return OverallSurvival(source, error=_missing(exc))
-    time, event = data["time"], data["event"]
-    reverse = _fit_km(time, ~event)
+    time, event, weight = data["time"], data["event"], data["weight"]
+    reverse = _fit_km(time, ~event, weight)
     follow = None if reverse is None else num(reverse.median_survival_time_)
-    return OverallSurvival(source, kaplan_meier(time, event), follow)
+    return OverallSurvival(source, kaplan_meier(time, event, weight=weight), follow)
 
 
 COMPETING_CODES = {"censored": 0, "ltp": 1, "death": 2}
@@ -343,8 +379,10 @@ LTP_BEFORE_SAME_DAY_DEATH = 1e-8
 
 
 def competing_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
-    """Per TE-evaluable tumor: time, outcome code (0 censored, 1 LTP, 2 death), size group."""
-    table = con.sql(
+    """Per TE-evaluable tumor: time, outcome code (0 censored, 1 LTP, 2 death), size group
+    (counted per distinct row, _weighted)."""
+    data = _weighted(
+        con,
         """
         select ltp_competing_time_years as time,
                case ltp_competing_event when 'ltp' then 1 when 'death' then 2 else 0 end as code,
@@ -352,16 +390,10 @@ def competing_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
         from marts.fct_tumor
         where te_evaluable and ltp_competing_event is not null
           and ltp_competing_time_years is not null
-        order by tumor_key
-        """
-    ).to_arrow_table()
-    code = table.column("code").to_numpy().astype(int)
-    time = table.column("time").to_numpy().astype(float)
-    return {
-        "time": time - (code == 1) * LTP_BEFORE_SAME_DAY_DEATH,
-        "code": code,
-        "size_group": table.column("size_group").to_numpy(zero_copy_only=False).astype(str),
-    }
+        """,
+    )
+    data["time"] = data["time"] - (data["code"] == 1) * LTP_BEFORE_SAME_DAY_DEATH
+    return data
 
 
 def _incidence_curve(fit, band: bool) -> StepCurve:
@@ -374,24 +406,29 @@ def _incidence_curve(fit, band: bool) -> StepCurve:
     return StepCurve(times, values, bounds.min(axis=1), bounds.max(axis=1))
 
 
-def competing_risk(time: np.ndarray, code: np.ndarray, years=KM_YEARS) -> CompetingRisk:
+def competing_risk(
+    time: np.ndarray, code: np.ndarray, years=KM_YEARS, weight: np.ndarray | None = None
+) -> CompetingRisk:
     """Counts, the curves, and at fixed years the AJ cumulative incidence of LTP (95% CI,
-    log(-log) delta method), that of death without LTP, and 1 - KM with deaths censored."""
-    counts = {k: int(np.count_nonzero(code == v)) for k, v in COMPETING_CODES.items()}
-    n, ltp_events, deaths, censored = len(time), counts["ltp"], counts["death"], counts["censored"]
+    log(-log) delta method), that of death without LTP, and 1 - KM with deaths censored;
+    `weight`: how many tumors each row stands for (one each when None)."""
+    weight = _ones(time, weight)
+    counts = {k: int(weight[code == v].sum()) for k, v in COMPETING_CODES.items()}
+    n, ltp_events, deaths = int(weight.sum()), counts["ltp"], counts["death"]
+    censored = counts["censored"]
     if n == 0:
         empty = IncidenceAt(None, NO_INTERVAL, None, None)
         return CompetingRisk(0, ltp_events, deaths, censored, {t: empty for t in years})
     fitter = fast_lifelines.aalen_johansen()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lifelines warns of ties it would jitter; none remain
-        ltp_fit = fitter(alpha=ALPHA, seed=0).fit(time, code, event_of_interest=1)
+        ltp_fit = fitter(alpha=ALPHA, seed=0).fit(time, code, event_of_interest=1, weights=weight)
         # only the death CIF itself is reported or drawn: its interval is not computed
         death_fit = fitter(alpha=ALPHA, seed=0, calculate_variance=False).fit(
-            time, code, event_of_interest=2
+            time, code, event_of_interest=2, weights=weight
         )
     ltp, death = _incidence_curve(ltp_fit, band=True), _incidence_curve(death_fit, band=False)
-    km = _survival_curve(_fit_km(time, code == 1))
+    km = _survival_curve(_fit_km(time, code == 1, weight))
     at = np.asarray(years, dtype=float)
     cif, low, high = ltp.at(at), _step(ltp.times, ltp.lower, at), _step(ltp.times, ltp.upper, at)
     at_years = {
@@ -404,7 +441,7 @@ def competing_risk(time: np.ndarray, code: np.ndarray, years=KM_YEARS) -> Compet
         for t, c, lo, hi, d, s in zip(years, cif, low, high, death.at(at), km.at(at), strict=True)
     }
     return CompetingRisk(
-        n, ltp_events, deaths, censored, at_years, ltp, death, km, FollowUp.of(time)
+        n, ltp_events, deaths, censored, at_years, ltp, death, km, FollowUp.of(time, weight)
     )
 
 
@@ -419,10 +456,11 @@ def ltp_cumulative_incidence(con: duckdb.DuckDBPyConnection) -> CumulativeIncide
         data = competing_inputs(con)
     except duckdb.Error as exc:
         return CumulativeIncidence(source, error=_missing(exc))
-    time, code, group = data["time"], data["code"], data["size_group"]
-    groups = {"all": competing_risk(time, code)}
+    time, code, group, weight = data["time"], data["code"], data["size_group"], data["weight"]
+    groups = {"all": competing_risk(time, code, weight=weight)}
     for g in SIZE_GROUPS:
-        groups[g] = competing_risk(time[group == g], code[group == g])
+        mine = group == g
+        groups[g] = competing_risk(time[mine], code[mine], weight=weight[mine])
     return CumulativeIncidence(source, groups)
 
 

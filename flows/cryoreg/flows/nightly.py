@@ -218,6 +218,14 @@ def quality_stage(
     return status
 
 
+@task(name="analysts' file", cache_policy=NO_CACHE)
+@detached
+def analysts_file_stage(paths: config.RunPaths, run_id: str) -> Path:
+    """Write the run's own analysts' file (the marts and the de-identified quarantine) from the
+    store; the audit tables join it once the night's checks are recorded."""
+    return publish.build_candidate(paths, run_id)
+
+
 @task(name="analyze", cache_policy=NO_CACHE)
 @detached
 def analyze_stage(candidate: Path) -> analysis.Results:
@@ -413,17 +421,18 @@ def _build_and_publish(
     if config.engine() == "spark":
         hand_over_stage(paths, key, run_id)
     staged_out.mkdir(parents=True)
-    publish.build_candidate(paths, run_id)
-    # the statistics, from the marts analysts will read, while the night's checks run: a
-    # failed check discards both
-    analyzed = analyze_stage.submit(candidate)
+    # the analysts' file, then the statistics from the marts it holds, while the night's checks
+    # run: a failed check discards both
+    written = analysts_file_stage.submit(paths, run_id)
+    analyzed = analyze_stage.submit(candidate, wait_for=[written])
     try:
         data_quality = quality_stage(
             paths, run_id, landed, dbt_summary, staged_out, freshness, _night_name(started, run_id)
         )
     except Exception:
-        analyzed.wait()  # its connection to the run's file closes before the file goes
+        analyzed.wait()  # their connections to the run's file close before the file goes
         raise
+    written.result()  # its own error, not the statistics' "upstream failed"
     results = analyzed.result()
     with publish.open_store(paths) as con:
         trends.ensure_table(con)  # the history's table, published even before a first row

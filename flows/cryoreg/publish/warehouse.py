@@ -82,16 +82,21 @@ def complete_candidate(paths: RunPaths, candidate: Path) -> None:
 
 
 def _copy_tables(paths: RunPaths, candidate: Path, tables: list[tuple[str, str, str]]) -> None:
-    con = duckdb.connect(str(candidate))
-    try:
-        con.execute(f"attach '{paths.store}' as store (read_only)")
+    """Copy store tables into the run's file, streamed as Arrow from the store's own connection.
+
+    The night's checks use the store meanwhile, in this process; a DuckDB file is open in one
+    database of a process at a time, and attaching the run's file to the store's would keep it
+    in use until every transaction that listed the store's databases had ended.
+    """
+    with open_store(paths) as store, duckdb.connect(str(candidate)) as con:
         for schema in sorted({s for s, _, _ in tables}):
-            con.execute(f"create schema {schema}")
+            con.execute(f"create schema if not exists {schema}")
         for schema, source, target in tables:
-            con.execute(f"create table {schema}.{target} as select * from store.{schema}.{source}")
-        con.execute("detach store")
-    finally:
-        con.close()
+            con.register("rows_", store.sql(f"select * from {schema}.{source}").to_arrow_reader())
+            try:
+                con.execute(f"create table {schema}.{target} as select * from rows_")
+            finally:
+                con.unregister("rows_")
 
 
 def publish(paths: RunPaths, candidate: Path, staged_out: Path) -> list[Path]:
