@@ -857,3 +857,33 @@ def test_fast_cox_fitter_fits_through_its_own_score_residuals():
         frame, duration_col="duration", event_col="event", cluster_col="patient_key"
     )
     assert type(cph._model)._compute_score_within_strata is fast_lifelines._score_residuals
+
+
+def test_cohort_means_have_the_same_digits_on_every_run(tmp_path):
+    """A million tumors span several row groups that DuckDB's threads sum in any order; the
+    cohort's means (metrics.json) must not change in their last digits from run to run."""
+    store = tmp_path / "analysts.duckdb"
+    with duckdb.connect(str(store)) as con:
+        con.execute("create schema marts")
+        con.execute(
+            "create table marts.dim_patient as select 'F' as sex, 60 as age_at_first_procedure"
+        )
+        con.execute("create table marts.fct_procedure as select 'CT' as guidance")
+        con.execute(
+            """create table marts.fct_tumor as
+            select 'primary' as origin, true as te_evaluable,
+                   round(0.3 + 8 * random(), 1) as diameter_cm, 14 * random() as follow_up_years
+            from range(1000000)"""
+        )
+    seen = set()
+    for _ in range(4):
+        with duckdb.connect(str(store), read_only=True) as con:
+            con.execute("set threads = 4")
+            c = analyze.cohort(con)
+            seen.add((c.diameter_cm.mean, c.follow_up_years.mean))
+    assert len(seen) == 1
+    with duckdb.connect(str(store), read_only=True) as con:
+        (exact,) = con.execute(
+            "select sum(diameter_cm * 10)::bigint from marts.fct_tumor"
+        ).fetchone()
+    assert seen.pop()[0] == pytest.approx(exact / 10 / 1_000_000, rel=1e-15)

@@ -467,6 +467,12 @@ def ltp_cumulative_incidence(con: duckdb.DuckDBPyConnection) -> CumulativeIncide
 # --- counts (SQL) ----------------------------------------------------------------------------
 
 
+# Means are taken over decimals: their sums are exact, so the mean has the same digits on every
+# run; a sum of doubles adds in whatever order DuckDB's threads finish (the last digits vary).
+def _mean(column: str) -> str:
+    return f"avg(cast({column} as decimal(38, 15)))"
+
+
 def cohort(con: duckdb.DuckDBPyConnection) -> Cohort:
     patients, women, age_mean, age_min, age_max = _one_row(
         con,
@@ -486,10 +492,10 @@ def cohort(con: duckdb.DuckDBPyConnection) -> Cohort:
     )
     tumors, mets, primary, d_mean, d_median, d_min, d_max, f_mean, f_min, f_max = _one_row(
         con,
-        """
+        f"""
         select count(*), count_if(origin = 'metastasis'), count_if(origin = 'primary'),
-               avg(diameter_cm), median(diameter_cm), min(diameter_cm), max(diameter_cm),
-               avg(follow_up_years) filter (where te_evaluable),
+               {_mean("diameter_cm")}, median(diameter_cm), min(diameter_cm), max(diameter_cm),
+               {_mean("follow_up_years")} filter (where te_evaluable),
                min(follow_up_years) filter (where te_evaluable),
                max(follow_up_years) filter (where te_evaluable)
         from marts.fct_tumor
