@@ -474,7 +474,7 @@ def test_cox_non_convergence_is_reported_not_raised(tmp_path):
             t["origin"] = "metastasis" if t["ltp_event"] else "primary"
     build_warehouse(tmp_path / "sep.duckdb", tumors)
     with duckdb.connect(str(tmp_path / "sep.duckdb"), read_only=True) as con:
-        cox = analyze.cox_model(con).to_json()
+        cox = analyze.cox_model(analyze.cox_inputs(con)).to_json()
     assert cox["converged"] is False
     assert any("separation" in w for w in cox["warnings"]) or cox.get("error")
     assert not any("http" in w for w in cox["warnings"])

@@ -103,7 +103,8 @@ def survival_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
     return _weighted(
         con,
         """
-        select ltp_time_years as time, ltp_event as event, size_group
+        select ltp_time_years::double as time, ltp_event::boolean as event,
+               size_group
         from marts.fct_tumor
         where te_evaluable and ltp_time_years is not null and ltp_event is not null
         """,
@@ -111,24 +112,15 @@ def survival_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
 
 
 def _weighted(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, np.ndarray]:
-    """The rows of `sql` (time, event or code, size_group if any) counted per distinct row, in
-    that row order, the count as "weight". Times are days, so a million tumors are a few
-    thousand distinct rows; lifelines' estimates from integer weights are those of the rows
-    one by one (the same sums, exactly), in a fraction of the time, and the fixed order keeps
-    metrics.json identical from run to run."""
+    """The columns of `sql`'s rows counted per distinct row, in that row order, the count as
+    "weight". Times are days, so a million tumors are a few thousand distinct rows; lifelines'
+    estimates from integer weights are those of the rows one by one (the same sums, exactly),
+    in a fraction of the time, and the fixed order keeps metrics.json identical from run to
+    run."""
     table = con.sql(
-        f"select *, count(*) as weight from ({sql}) as rows_ group by all order by all"
+        f"select *, count(*)::double as weight from ({sql}) as rows_ group by all order by all"
     ).to_arrow_table()
-    data = {"time": table.column("time").to_numpy().astype(float)}
-    if "event" in table.column_names:
-        data["event"] = table.column("event").to_numpy(zero_copy_only=False).astype(bool)
-    if "code" in table.column_names:
-        data["code"] = table.column("code").to_numpy().astype(int)
-    if "size_group" in table.column_names:
-        groups = table.column("size_group").to_numpy(zero_copy_only=False)
-        data["size_group"] = groups.astype(str)
-    data["weight"] = table.column("weight").to_numpy().astype(float)
-    return data
+    return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
 def _fit_km(time: np.ndarray, event: np.ndarray, weight: np.ndarray | None = None):
@@ -276,14 +268,19 @@ def _patient_sample(table, max_tumors: int):
     return sample, {"every_kth_patient": int(step), "tumors_in_cohort": int(table.num_rows)}
 
 
-def cox_model(con: duckdb.DuckDBPyConnection, cluster: bool = False) -> CoxModel:
-    """Cox PH of LTP on diameter, origin and guidance; reports non-convergence, never raises.
+def cox_inputs(con: duckdb.DuckDBPyConnection):
+    """The Cox models' rows (COX_SQL) as Arrow, read once for both models."""
+    return con.sql(COX_SQL).to_arrow_table()
+
+
+def cox_model(table, cluster: bool = False) -> CoxModel:
+    """Cox PH of LTP on diameter, origin and guidance (`table`: cox_inputs); reports
+    non-convergence, never raises.
 
     cluster=True gives robust (sandwich) standard errors clustered by patient: several tumors
     of one patient are not independent, so the naive intervals are too narrow. The hazard
     ratios are the same; only their CIs and p-values change.
     """
-    table = con.sql(COX_SQL).to_arrow_table()
     sample = None
     if cluster and table.num_rows > CLUSTERED_COX_MAX_TUMORS:
         table, sample = _patient_sample(table, CLUSTERED_COX_MAX_TUMORS)
@@ -349,7 +346,8 @@ def overall_survival_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndar
     return _weighted(
         con,
         """
-        select overall_survival_years as time, died as event from marts.dim_patient
+        select overall_survival_years::double as time, died::boolean as event
+        from marts.dim_patient
         where overall_survival_years is not null and died is not null
         """,
     )
@@ -384,7 +382,7 @@ def competing_inputs(con: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
     data = _weighted(
         con,
         """
-        select ltp_competing_time_years as time,
+        select ltp_competing_time_years::double as time,
                case ltp_competing_event when 'ltp' then 1 when 'death' then 2 else 0 end as code,
                size_group
         from marts.fct_tumor
@@ -595,13 +593,14 @@ def compute(con: duckdb.DuckDBPyConnection) -> Results:
     """Every result of the night: the paper's (floats unrounded) with expected-cell flags and,
     beyond the paper, the Cox model (naive and clustered by patient), overall survival and the
     cumulative incidence of LTP with death as a competing risk."""
+    cox_rows = cox_inputs(con)
     return Results(
         cohort=cohort(con),
         **tumor_outcomes(con),
         adverse_events=adverse_events(con),
         ltp_free_survival=ltp_free_survival(con),
-        cox=cox_model(con),
-        cox_clustered=cox_model(con, cluster=True),
+        cox=cox_model(cox_rows),
+        cox_clustered=cox_model(cox_rows, cluster=True),
         overall_survival=overall_survival(con),
         ltp_cumulative_incidence=ltp_cumulative_incidence(con),
         attrition=attrition(con),

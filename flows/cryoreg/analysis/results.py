@@ -111,11 +111,10 @@ class FollowUp:
     at_risk_by_year: tuple[int, ...]
 
     @classmethod
-    def of(cls, time: np.ndarray, weight: np.ndarray | None = None) -> FollowUp | None:
-        """`weight`: how many subjects each time stands for (one each when None)."""
+    def of(cls, time: np.ndarray, weight: np.ndarray) -> FollowUp | None:
+        """`weight`: how many subjects each time stands for."""
         if len(time) == 0:
             return None
-        weight = np.ones(len(time)) if weight is None else weight
         years = np.arange(AXIS_YEARS + 1, dtype=float)
         at_risk = [weight[time >= year].sum() for year in years]
         return cls(float(time.max()), tuple(int(x) for x in at_risk))
